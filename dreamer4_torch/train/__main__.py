@@ -22,9 +22,10 @@ TRAINERS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in TRAINERS:
-        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if not argv or argv[0] not in TRAINERS:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(USAGE, file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     kind = argv.pop(0)
     cls, description = TRAINERS[kind]
     parser = build_parser(cls, f"python -m dreamer4_torch.train {kind}", description)

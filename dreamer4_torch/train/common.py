@@ -32,9 +32,11 @@ class BatchStream:
         if self.sampler.num_samples < batch_size:
             raise SystemExit(f"error: each process gets {self.sampler.num_samples} training windows per epoch, "
                              f"fewer than --batch-size {batch_size}; collect more data or lower the batch size")
+        # Its own generator: creating an iterator must not consume the global RNG (exact resume).
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
                                  drop_last=True, persistent_workers=workers > 0,
-                                 pin_memory=world.device.type == "cuda")
+                                 pin_memory=world.device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(seed))
 
     def __iter__(self) -> Iterator[dict]:
         while True:

@@ -87,6 +87,26 @@ def any_rank(flags: list[bool], world: World) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
+def parameter_digest(model: nn.Module) -> str:
+    """sha256 of every parameter's bytes, in order (the local replica)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replica_digests(model: nn.Module, world: World) -> list[str]:
+    """Every rank's parameter digest (DDP replicas must all be equal)."""
+    mine = parameter_digest(model)
+    if not world.distributed:
+        return [mine]
+    out = [None] * world.world_size
+    dist.all_gather_object(out, mine)
+    return out
+
+
 def broadcast_object(obj, world: World):
     if not world.distributed:
         return obj

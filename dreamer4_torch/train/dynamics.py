@@ -76,6 +76,7 @@ class DynamicsTask(Task):
         n = min(options.eval_sequences, len(evals))
         self.eval_windows = np.linspace(0, len(evals) - 1, n).round().astype(np.int64)
         self.eval_sampler = evals
+        torch.manual_seed(options.seed)      # identical initial weights on every rank and every run
         self.model = Dynamics(self.config).to(world.device)
 
     def micro_batches(self):
@@ -93,7 +94,7 @@ class DynamicsTask(Task):
         with torch.no_grad():
             return encode_chunked(self.tokenizer, to_video(batch["frames"], self.world.device), self.chunk).float()
 
-    def loss(self, model, batch, step, rng):
+    def loss(self, model, batch, step, rng, gen):
         o = self.options
         z1 = self.model.pack(self.latents(batch))
         B, T = z1.shape[:2]
@@ -106,7 +107,7 @@ class DynamicsTask(Task):
         act_mask = None if unconditional else batch["action_mask"].to(device, non_blocking=True)
         loss, metrics = shortcut_loss(model, z1, signal_idx=torch.from_numpy(draw.signal_idx).to(device),
                                       step_idx=torch.from_numpy(draw.step_idx).to(device),
-                                      noise=torch.randn_like(z1), n_bootstrap=n_boot, k_max=self.config.k_max,
+                                      noise=torch.randn(z1.shape, generator=gen, device=device), n_bootstrap=n_boot, k_max=self.config.k_max,
                                       actions=actions, act_mask=act_mask)
         metrics["bootstrap_rows"] = float(n_boot)
         return loss, metrics

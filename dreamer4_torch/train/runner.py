@@ -110,7 +110,7 @@ class Task:
     def load_data_state(self, state: dict) -> None:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: Any, step: int, rng: np.random.Generator):
+    def loss(self, model: nn.Module, batch: Any, step: int, rng: np.random.Generator, gen: torch.Generator):
         raise NotImplementedError
 
     def evaluate(self, step: int):
@@ -142,6 +142,13 @@ class Checkpointer:
         return link.resolve()
 
     def save(self, step: int, model: nn.Module, optimizer, scheduler, task: Task, options, config) -> Optional[Path]:
+        digests = None
+        if options.parallel == "ddp":
+            # DDP replicas must be bit-identical; upstream's dynamics trainer silently let them drift.
+            digests = D.replica_digests(model, self.world)
+            if len(set(digests)) != 1:
+                raise TrainingError(f"parameters differ across ranks at step {step} ({digests}): gradients "
+                                    "were not averaged; refusing to save")
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(model, options=opts)
         optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
@@ -150,6 +157,7 @@ class Checkpointer:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model_state.items()}
             training = {"step": step, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
                         "data": task.data_state(), "world_size": self.world.world_size,
+                        "replica_digests": digests,
                         "config": config_to_dict(config)}
             with atomic_directory(path) as tmp:
                 write_config(tmp, config)
@@ -223,15 +231,16 @@ def train(task: Task, options, config, world: D.World) -> dict:
     try:
         while step < total:
             seed = step_seed(options.seed, world.rank, step)
-            torch.manual_seed(seed)
-            rng = np.random.default_rng(seed)
+            torch.manual_seed(seed)                                  # dropout
+            rng = np.random.default_rng(seed)                        # shortcut indices, action dropping
+            gen = torch.Generator(world.device).manual_seed(seed)    # masks and noise
             model.train()
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for micro in range(options.grad_accum):
                 batch = next(batches)
                 with D.no_sync(wrapped, micro == options.grad_accum - 1), _autocast(world, precision):
-                    loss, metrics = task.loss(wrapped, batch, step, rng)
+                    loss, metrics = task.loss(wrapped, batch, step, rng, gen)
                 (loss / options.grad_accum).backward()
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / options.grad_accum

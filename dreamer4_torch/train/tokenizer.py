@@ -59,6 +59,7 @@ class TokenizerTask(Task):
         n = min(options.eval_sequences, len(evals))
         self.eval_windows = np.linspace(0, len(evals) - 1, n).round().astype(np.int64)
         self.eval_sampler = evals
+        torch.manual_seed(options.seed)      # identical initial weights on every rank and every run
         self.model = Tokenizer(self.config).to(world.device)
         self.perceptual = None
         if options.lpips_alexnet or options.lpips_lin:
@@ -78,10 +79,10 @@ class TokenizerTask(Task):
     def load_data_state(self, state: dict) -> None:
         self.stream.load_state_dict(state)
 
-    def loss(self, model, batch, step, rng):
+    def loss(self, model, batch, step, rng, gen):
         video = to_video(batch["frames"], self.world.device)
         B, T = video.shape[:2]
-        keep = self.model.draw_keep_mask(B, T, self.world.device)
+        keep = self.model.draw_keep_mask(B, T, self.world.device, generator=gen)
         out = model(video, keep_mask=keep)
         c = self.config
         return tokenizer_loss(out, image_shape=(c.channels, c.image_height, c.image_width), patch_size=c.patch_size,
