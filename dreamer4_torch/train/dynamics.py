@@ -113,7 +113,7 @@ class DynamicsTask(Task):
         return loss, metrics
 
     @torch.no_grad()
-    def evaluate(self, step: int):
+    def evaluate(self, step: int, model):
         from ..sampler import rollout
         o = self.options
         C, H = o.eval_context, o.eval_horizon
@@ -124,11 +124,11 @@ class DynamicsTask(Task):
         z = encode_chunked(self.tokenizer, video, self.chunk)
         actions = torch.from_numpy(batch["actions"]).to(device)
         act_mask = torch.from_numpy(batch["action_mask"]).to(device)
-        self.model.eval()
+        model.eval()
         gen = torch.Generator(device=device).manual_seed(1234)                # same noise every evaluation
-        pred = rollout(self.model, self.model.pack(z[:, :C]), actions, act_mask, H, n_steps=o.eval_sampling_steps,
+        pred = rollout(model, model.pack(z[:, :C]), actions, act_mask, H, n_steps=o.eval_sampling_steps,
                        noise=gen, use_cache=True)
-        pred_video = decode_chunked(self.tokenizer, self.model.unpack(pred), self.chunk)
+        pred_video = decode_chunked(self.tokenizer, model.unpack(pred), self.chunk)
         recon_video = decode_chunked(self.tokenizer, z, self.chunk)
         target = video[:, C:]
         p_pred = psnr(pred_video, target)                                     # (b, H)
@@ -159,5 +159,5 @@ class DynamicsTask(Task):
             shown = torch.cat([recon_video[:, :C], pred_video], dim=1)
             frames = [side_by_side_gif(to_uint8(video[i]), to_uint8(shown[i])) for i in range(k)]
             gifs["dynamics_rollout"] = [np.concatenate([f[t] for f in frames], axis=0) for t in range(C + H)]
-        self.model.train()
+        model.train()
         return scalars, images, gifs

@@ -113,9 +113,22 @@ class Task:
     def loss(self, model: nn.Module, batch: Any, step: int, rng: np.random.Generator, gen: torch.Generator):
         raise NotImplementedError
 
-    def evaluate(self, step: int):
-        """-> (scalars dict, images dict name -> HxWx3 uint8, gifs dict name -> list of frames)."""
+    def evaluate(self, step: int, model: nn.Module):
+        """Evaluate `model` (an unsharded copy of the trained model) on every rank.
+        -> (scalars dict, images dict name -> HxWx3 uint8, gifs dict name -> list of frames)."""
         raise NotImplementedError
+
+
+def evaluation_model(model: nn.Module, config, parallel: str, world: D.World) -> nn.Module:
+    """The model to evaluate: itself, or under FSDP an unsharded replica on every rank (evaluation calls
+    encode/decode and the sampler, which are not `forward`, so FSDP's gathering hooks would not run)."""
+    if parallel != "fsdp" or not world.distributed:
+        return model
+    from ..checkpoint import build_model
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    replica = build_model(config).to(world.device)
+    replica.load_state_dict({k: v.to(world.device) for k, v in state.items()})
+    return replica
 
 
 def _autocast(world: D.World, precision: str):
@@ -274,7 +287,7 @@ def train(task: Task, options, config, world: D.World) -> dict:
             final = step == total or stop_now
             if step % options.eval_every == 0 or final:
                 t_eval = time.time()
-                scalars, images, gifs = task.evaluate(step)
+                scalars, images, gifs = task.evaluate(step, evaluation_model(model, config, options.parallel, world))
                 last_eval = scalars
                 logger.scalars("eval", scalars, step)
                 logger.images(images, step)

@@ -90,14 +90,14 @@ class TokenizerTask(Task):
                               perceptual_weight=self.options.lpips_weight)
 
     @torch.no_grad()
-    def evaluate(self, step: int):
+    def evaluate(self, step: int, model):
         mine, weights = shard(len(self.eval_windows), self.world)
         batch = self.eval_sampler.read(self.eval_windows[mine])
         video = to_video(torch.from_numpy(batch["frames"]), self.world.device)
-        self.model.eval()
+        model.eval()
         with torch.autocast(self.world.device.type, dtype=torch.bfloat16,
                             enabled=self.world.device.type == "cuda" and self.options.precision != "fp32"):
-            recon = self.model.decode(self.model.encode(video)).float()
+            recon = model.decode(model.encode(video)).float()
         per_frame = psnr(recon, video)                      # (b, T)
         w = torch.as_tensor(weights, dtype=torch.float64, device=per_frame.device)
         mse = (recon.clamp(0, 1) - video).pow(2).flatten(2).mean(-1)
@@ -112,5 +112,5 @@ class TokenizerTask(Task):
             for i in range(k):
                 rows += [to_uint8(video[i]), to_uint8(recon[i])]
             images["tokenizer_heldout"] = grid(rows)
-        self.model.train()
+        model.train()
         return scalars, images, {}

@@ -169,3 +169,21 @@ def test_help_lists_every_option():
         assert flag in r.stdout
     r = subprocess.run([sys.executable, "-m", "dreamer4_torch.train"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "tokenizer" in r.stderr
+
+
+def test_fsdp_matches_ddp_and_resumes(tiny_data, tmp_path):
+    common = ["--data", tiny_data, "--batch-size", 2, *FAST]
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    r = run(train_cmd("tokenizer", "--out", ddp, "--steps", 8, *common, nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run(train_cmd("tokenizer", "--out", fsdp, "--steps", 8, "--parallel", "fsdp", "--max-minutes", 1e-9,
+                      *common, nproc=2))                     # stops (and saves) right after step 1
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert max(losses(fsdp)) == 1
+    r = run(train_cmd("tokenizer", "--out", fsdp, "--steps", 8, "--parallel", "fsdp", "--resume", *common, nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = losses(ddp), losses(fsdp)
+    for s in range(1, 9):
+        assert b[s] == pytest.approx(a[s], rel=1e-5), s
+    wa, wb = weights(ddp), weights(fsdp)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
