@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +27,21 @@ def collector_rows(out: Path, args) -> list[tuple[str, str, float]]:
     rows = []
     for workers in sorted({1, args.workers}):
         path = out / f"collect-w{workers}"
-        result = collect(args.task, args.episodes, path, CollectConfig(size=args.size, seed=workers),
+        cpu_before = _cpu_seconds()
+        result = collect(args.task, args.episodes, path, CollectConfig(size=args.size),
                          workers=workers, progress=False, log=lambda *_: None)
+        cpu = _cpu_seconds() - cpu_before
         rows.append((f"collect {args.task} {args.size}x{args.size}", f"{workers} worker(s)",
                      result["new_frames"] / result["seconds"]))
+        rows.append((f"collect {args.task} {args.size}x{args.size}", "per CPU-second",
+                     result["new_frames"] / cpu))
     return rows
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (collector workers), all threads."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def loader_rows(path: Path, args) -> list[tuple[str, str, float]]:
@@ -103,8 +114,8 @@ def main(argv=None) -> None:
         out = Path(args.out) if args.out else Path(tmp)
         rows = collector_rows(out, args)
         rows += loader_rows(out / f"collect-w{args.workers}", args)
-    print(f"\ndata layer speed on {platform.node()} ({os.cpu_count()} CPUs), "
-          f"MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
+    print(f"\ndata layer speed on {platform.node()} ({os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end), MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
     print(f"{'what':<36} {'how':<18} {'per second':>12}")
     for what, how, rate in rows:
         unit = "frames" if what.startswith("collect") else "windows"
