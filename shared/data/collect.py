@@ -10,6 +10,8 @@ resumes where it stopped when re-run with the same command, and gives the same d
 uninterrupted run; asking for more episodes or tasks later appends only the missing ones.
 
 Per-task return statistics are printed at the end (and by `python -m shared.data.check`).
+Rendering is headless: MUJOCO_GL is kept if set, else EGL is used if it works, else OSMesa; if
+neither works the error says what to install.
 """
 
 from __future__ import annotations
@@ -221,16 +223,17 @@ def _run_jobs(jobs, config: CollectConfig, workers: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.data.collect",
-        description=__doc__.split("\n\n")[0] + " Re-running a command skips the episodes already "
-        "recorded (resume); finished episodes are committed atomically.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--tasks", required=True,
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    parser = argparse.ArgumentParser(prog="python -m shared.data.collect", description=__doc__,
+                                     formatter_class=Formatter)
+    parser.add_argument("--tasks", required=True, default=argparse.SUPPRESS,
                         help="'all' or comma-separated task names, e.g. walker-walk,cheetah-run")
-    parser.add_argument("--episodes", type=int, required=True,
+    parser.add_argument("--episodes", type=int, required=True, default=argparse.SUPPRESS,
                         help="episodes per task (indices 0..N-1; those already in --out are skipped)")
-    parser.add_argument("--out", required=True, help="dataset directory (created if missing)")
+    parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                        help="dataset directory (created if missing)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help="frame height and width in pixels")
     parser.add_argument("--policy", choices=POLICY_MODES, default="mixed",
@@ -238,7 +241,8 @@ def main(argv=None) -> int:
                         "noise at random scales, 'mixed' a per-episode draw of uniform, noise, "
                         "oscillators and simple task controllers with noise")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes recording episodes in parallel (1: in this process)")
+                        help="processes recording episodes in parallel (1: in this process; "
+                        "default: the number of CPUs)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; episode seeds and policies derive from it")
     parser.add_argument("--episode-steps", type=int, default=EPISODE_STEPS,

@@ -29,8 +29,6 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from .tasks import ACTION_PAD, TASK_IDS, TASK_NAMES, action_masks, get_task
@@ -82,12 +80,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` so that readers see either the old or the new file, never a part."""
+def write_meta(path: Path, meta: dict) -> None:
+    """Write meta.json so that readers see either the old or the new file, never a part:
+    temporary file, fsync, rename, fsync of the directory."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        f.write(_dump_meta(obj))
+        f.write(_dump_meta(meta))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -134,7 +133,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     _require(path.is_dir(), path, "no such dataset directory")
     meta_path = path / META_FILE
     _require(meta_path.is_file(), meta_path,
-             "missing: not a dataset directory, or a collection that has not finished an episode")
+             "missing: not a dataset directory")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -168,9 +167,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     _require(set(columns) == set(_EPISODE_COLUMNS), meta_path,
              f"episode table columns are {sorted(columns)}, expected {sorted(_EPISODE_COLUMNS)}")
     lengths = {name: len(values) for name, values in columns.items()}
-    _require(set(lengths.values()) == {meta["num_episodes"]} or (
-        meta["num_episodes"] == 0 and set(lengths.values()) <= {0}), meta_path,
-        f"episode table columns have lengths {lengths}, num_episodes is {meta['num_episodes']}")
+    _require(set(lengths.values()) == {meta["num_episodes"]}, meta_path,
+             f"episode table columns have lengths {lengths}, num_episodes is {meta['num_episodes']}")
     return meta
 
 
@@ -343,7 +341,7 @@ class DatasetWriter:
             self._files[name] = handle
         self._keys = set(zip(self.meta["episodes"]["task_id"], self.meta["episodes"]["index"]))
         if not (self.path / META_FILE).exists():
-            write_json_atomic(self.path / META_FILE, self.meta)
+            write_meta(self.path / META_FILE, self.meta)
 
     def has_episode(self, task: str, index: int) -> bool:
         return (TASK_IDS[task], int(index)) in self._keys
@@ -399,7 +397,7 @@ class DatasetWriter:
         info["frames"] += int(length)
         self.meta["tasks"] = {name: self.meta["tasks"][name] for name in TASK_NAMES
                               if name in self.meta["tasks"]}
-        write_json_atomic(self.path / META_FILE, self.meta)
+        write_meta(self.path / META_FILE, self.meta)
         self._keys.add((spec.task_id, int(index)))
 
     def close(self) -> None:

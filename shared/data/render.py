@@ -7,12 +7,14 @@ subprocess, because a failed backend cannot be swapped out inside a process) and
 MUJOCO_GL for this process and every worker it starts. If neither works it raises
 RenderSetupError saying what to install.
 
-Frames. `FrameRenderer` draws camera 0 with shadows and reflections off and without
-multisampling, at `supersample` times the requested size, and averages each
-supersample x supersample block: supersampled anti-aliasing. On a CPU (Mesa llvmpipe) this is
-several times faster than MuJoCo's default 4x multisampling at the same size and smooths edges
-as well. Upstream instead rendered 224x224 with multisampling and shadows and resized to
-128x128 bilinearly, so frames from the two sources look alike but are not pixel-identical.
+Frames. `FrameRenderer` draws camera 0 through one persistent `mujoco.Renderer` with shadows
+and reflections off and without multisampling, at `supersample` times the requested size, and
+averages each supersample x supersample block: supersampled anti-aliasing. On a CPU (Mesa
+llvmpipe, walker, 64x64 output) this measured about 400 frames/s, against about 310 for MuJoCo's
+default 4x multisampling at 64x64, 130 for dm_control's `physics.render` with shadows off
+(it rebuilds its camera every call) and 48 with shadows on. Upstream rendered 224x224 with
+multisampling and shadows and resized to 128x128 bilinearly, so frames from the two sources
+look alike but are not pixel-identical.
 """
 
 from __future__ import annotations

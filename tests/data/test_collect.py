@@ -100,8 +100,9 @@ def test_rerun_skips_and_extends_and_refuses_other_options(collected, tmp_path, 
 
 
 def test_killed_collection_resumes_to_the_uninterrupted_result(tmp_path):
-    args = ["--tasks", "cartpole-swingup", "--episodes", "4", "--size", "32", "--workers", "1",
-            "--episode-steps", "150", "--seed", "3", "--quiet"]
+    episodes = 6  # the kill must land after the first commit and before the last
+    args = ["--tasks", "cartpole-swingup", "--episodes", str(episodes), "--size", "32",
+            "--workers", "1", "--episode-steps", "120", "--seed", "3", "--quiet"]
     reference = tmp_path / "reference"
     assert main(args + ["--out", str(reference)]) == 0
 
@@ -122,7 +123,7 @@ def test_killed_collection_resumes_to_the_uninterrupted_result(tmp_path):
     assert process.poll() is None, "the collection finished before it could be interrupted"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert 1 <= open_dataset(interrupted).num_episodes < 4
+    assert 1 <= open_dataset(interrupted).num_episodes < episodes
     assert main(args + ["--out", str(interrupted)]) == 0
     assert_same_dataset(reference, interrupted)
 
