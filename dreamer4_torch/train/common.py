@@ -64,10 +64,19 @@ def shard(n: int, world: D.World) -> tuple[np.ndarray, np.ndarray]:
     return idx[mine], weights[mine]
 
 
+def frame_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-frame mean squared error of images in [0, 1] (prediction clamped): (..., C, H, W) -> (...)."""
+    return (pred.float().clamp(0, 1) - target.float()).pow(2).flatten(-3).mean(-1)
+
+
+def psnr_of(mse: float) -> float:
+    """PSNR in dB of a (pooled) mean squared error of images in [0, 1]."""
+    return 10.0 * float(np.log10(1.0 / max(mse, 1e-10)))
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame full-frame PSNR in dB of images in [0, 1]: (..., C, H, W) -> (...)."""
-    mse = (pred.float().clamp(0, 1) - target.float()).pow(2).flatten(-3).mean(-1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    """Per-frame full-frame PSNR in dB: (..., C, H, W) -> (...)."""
+    return 10.0 * torch.log10(1.0 / frame_mse(pred, target).clamp_min(1e-10))
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:

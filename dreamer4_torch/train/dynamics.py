@@ -18,7 +18,7 @@ from ..checkpoint import load_model
 from ..dynamics import Dynamics
 from ..losses import shortcut_loss
 from . import distributed as D
-from .common import (BatchStream, decode_chunked, encode_chunked, grid, psnr, shard, side_by_side_gif,
+from .common import (BatchStream, decode_chunked, encode_chunked, frame_mse, grid, psnr_of, shard, side_by_side_gif,
                      to_uint8, to_video, tokenizer_clip_frames)
 from .latents import LatentWindowDataset, build_latent_cache
 from .runner import Task
@@ -131,24 +131,26 @@ class DynamicsTask(Task):
         pred_video = decode_chunked(self.tokenizer, model.unpack(pred), self.chunk)
         recon_video = decode_chunked(self.tokenizer, z, self.chunk)
         target = video[:, C:]
-        p_pred = psnr(pred_video, target)                                     # (b, H)
-        p_floor = psnr(video[:, C - 1:C].expand_as(target), target)
-        p_recon = psnr(recon_video[:, C:], target)
-        w = torch.as_tensor(weights, dtype=torch.float64, device=p_pred.device)
+        mse = {"psnr": frame_mse(pred_video, target),                         # (b, H) each
+               "floor": frame_mse(video[:, C - 1:C].expand_as(target), target),
+               "tokenizer": frame_mse(recon_video[:, C:], target)}
+        w = torch.as_tensor(weights, dtype=torch.float64, device=device)[:, None]
         sums = {"n": float(w.sum())}
-        for h in range(1, H + 1):
-            for name, p in (("psnr", p_pred), ("floor", p_floor), ("recon", p_recon)):
-                sums[f"{name}_h{h}"] = float((p[:, h - 1].double() * w).sum())
+        for name, m in mse.items():
+            per_h = (m.double() * w).sum(0)                                   # (H,)
+            for h in range(1, H + 1):
+                sums[f"{name}_h{h}"] = float(per_h[h - 1])
         sums = {k: v * self.world.world_size for k, v in D.all_reduce_mean(sums, self.world).items()}
         n = sums.pop("n")
+        # PSNR of the MSE pooled over the held-out sequences at each horizon (upstream's convention).
         scalars = {}
         for h in [h for h in EVAL_HORIZONS if h <= H]:
-            scalars[f"psnr_h{h}"] = sums[f"psnr_h{h}"] / n
-            scalars[f"floor_h{h}"] = sums[f"floor_h{h}"] / n
+            for name in ("psnr", "floor", "tokenizer"):
+                scalars[f"{name}_h{h}"] = psnr_of(sums[f"{name}_h{h}"] / n)
             scalars[f"gain_h{h}"] = scalars[f"psnr_h{h}"] - scalars[f"floor_h{h}"]
-            scalars[f"tokenizer_h{h}"] = sums[f"recon_h{h}"] / n
-        scalars["psnr_mean"] = float(np.mean([sums[f"psnr_h{h}"] / n for h in range(1, H + 1)]))
-        scalars["gain_mean"] = scalars["psnr_mean"] - float(np.mean([sums[f"floor_h{h}"] / n for h in range(1, H + 1)]))
+        pooled = {name: np.mean([sums[f"{name}_h{h}"] / n for h in range(1, H + 1)]) for name in mse}
+        scalars["psnr_all"] = psnr_of(pooled["psnr"])
+        scalars["gain_all"] = psnr_of(pooled["psnr"]) - psnr_of(pooled["floor"])
         images, gifs = {}, {}
         if self.world.is_main:
             k = min(4, video.shape[0])

@@ -99,6 +99,20 @@ class Logger:
                 self.tb.add_image(name + "_strip", np.concatenate(frames[:: max(1, len(frames) // 8)], axis=0),
                                   step, dataformats="HWC")
 
+    def curves(self) -> None:
+        """Redraw RUN_DIR/curves.png from metrics.jsonl (skipped without matplotlib)."""
+        if not self.active:
+            return
+        try:
+            from .plot import plot_run
+        except ImportError:
+            return
+        self.jsonl.flush()
+        try:
+            plot_run(self.run_dir)
+        except ImportError:
+            pass
+
     def close(self) -> None:
         if not self.active:
             return

@@ -294,6 +294,7 @@ def train(task: Task, options, config, world: D.World) -> dict:
                 logger.gifs(gifs, step)
                 logger.info(f"eval @ {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items())
                             + f" ({time.time() - t_eval:.1f}s)")
+                logger.curves()
                 t_window += time.time() - t_eval
             if step % options.ckpt_every == 0 or final:
                 t_ck = time.time()

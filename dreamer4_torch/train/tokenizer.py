@@ -14,7 +14,7 @@ from shared.data.windows import WindowSampler, split_episodes
 from ..losses import tokenizer_loss
 from ..tokenizer import Tokenizer
 from . import distributed as D
-from .common import BatchStream, grid, psnr, shard, to_uint8, to_video
+from .common import BatchStream, frame_mse, grid, psnr, psnr_of, shard, to_uint8, to_video
 from .runner import Task
 
 
@@ -98,13 +98,15 @@ class TokenizerTask(Task):
         with torch.autocast(self.world.device.type, dtype=torch.bfloat16,
                             enabled=self.world.device.type == "cuda" and self.options.precision != "fp32"):
             recon = model.decode(model.encode(video)).float()
-        per_frame = psnr(recon, video)                      # (b, T)
-        w = torch.as_tensor(weights, dtype=torch.float64, device=per_frame.device)
-        mse = (recon.clamp(0, 1) - video).pow(2).flatten(2).mean(-1)
-        totals = {"psnr": float((per_frame.double().mean(1) * w).sum()), "mse": float((mse.double().mean(1) * w).sum()),
-                  "n": float(w.sum())}
+        # Headline: PSNR of the MSE pooled over all held-out frames (upstream's convention);
+        # also the mean of per-frame PSNRs.
+        mse = frame_mse(recon, video)                                  # (b, T)
+        w = torch.as_tensor(weights, dtype=torch.float64, device=mse.device)
+        totals = {"mse": float((mse.double().mean(1) * w).sum()),
+                  "psnr_frame_mean": float((psnr(recon, video).double().mean(1) * w).sum()), "n": float(w.sum())}
         totals = {k: v * self.world.world_size for k, v in D.all_reduce_mean(totals, self.world).items()}
-        scalars = {"psnr": totals["psnr"] / totals["n"], "mse": totals["mse"] / totals["n"]}
+        scalars = {"psnr": psnr_of(totals["mse"] / totals["n"]), "mse": totals["mse"] / totals["n"],
+                   "psnr_frame_mean": totals["psnr_frame_mean"] / totals["n"]}
         images = {}
         if self.world.is_main:
             k = min(4, video.shape[0])
