@@ -39,6 +39,7 @@ from .logger import Logger
 from .options import options_to_json
 
 STATE_FILE = "training_state.pt"
+DONE_FILE = "done.json"
 CHECKPOINTS = "checkpoints"
 
 
@@ -305,6 +306,11 @@ def train(task: Task, options, config, world: D.World) -> dict:
                 why = "time limit (--max-minutes) reached" if out_of_time and not stop.requested else "stop signal"
                 logger.info(f"{why}: stopped after step {step}; continue with --resume")
                 break
+        if world.is_main and (step == total or not stop.requested):
+            # Finished (all steps, or the time budget): pipelines such as the quickstart skip this run next time.
+            done = {"step": step, "steps": total, "reason": "steps" if step == total else "max_minutes",
+                    "eval": last_eval, "minutes": (time.time() - t_start) / 60}
+            atomic_write_bytes(run_dir / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
     finally:
         stop.restore()
         logger.close()

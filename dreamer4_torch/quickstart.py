@@ -1,0 +1,162 @@
+"""From nothing to a playable world model: collect, train the tokenizer, train the dynamics, evaluate,
+and open the demo. Every stage is resumable: re-running skips what is finished and continues what was
+interrupted.
+
+    python -m dreamer4_torch.quickstart                 # CPU recipe: dmc64, 5 tasks, ~40 minutes
+    python -m dreamer4_torch.quickstart --gpu           # GPU recipe: dmc128 (upstream's sizes), more data
+    python -m dreamer4_torch.quickstart --no-demo       # stop after the report
+
+Outputs: DATA_DIR (the data set), RUN_DIR/{tokenizer,dynamics} (training runs: checkpoints, curves,
+images, GIFs), RUN_DIR/report.md (the PSNR tables), then the demo on http://localhost:PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Visually different tasks with a lot of motion (camera-tracked bodies, swinging poles, spinning finger).
+CPU_TASKS = "cheetah-run,walker-walk,hopper-hop,finger-spin,cartpole-swingup"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    preset: str
+    size: int
+    tasks: str
+    episodes: int
+    tokenizer_minutes: float
+    dynamics_minutes: float
+    tokenizer_steps: int
+    dynamics_steps: int
+    extra_tokenizer: tuple = ()
+    extra_dynamics: tuple = ()
+
+
+RECIPES = {
+    "cpu": Recipe(preset="dmc64", size=64, tasks=CPU_TASKS, episodes=10, tokenizer_minutes=17.0,
+                  dynamics_minutes=17.0, tokenizer_steps=4000, dynamics_steps=4000),
+    "gpu": Recipe(preset="dmc128", size=128, tasks="all", episodes=20, tokenizer_minutes=240.0,
+                  dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000),
+}
+
+
+def say(message: str) -> None:
+    print(f"\n=== {message}", flush=True)
+
+
+def run(cmd: list[str]) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        raise SystemExit(f"quickstart: stage failed (exit code {result.returncode}); fix the problem above and "
+                         "re-run the same command: finished stages are skipped, interrupted ones resume")
+
+
+def train_stage(kind: str, out: Path, args: list[str]) -> dict:
+    done = out / "done.json"
+    if done.exists():
+        info = json.loads(done.read_text())
+        print(f"{kind}: already trained ({info['step']} steps) in {out}; skipping", flush=True)
+        return info
+    resume = ["--resume"] if (out / "checkpoints" / "latest").exists() else []
+    if resume:
+        print(f"{kind}: continuing the interrupted run in {out}", flush=True)
+    run([sys.executable, "-m", "dreamer4_torch.train", kind, "--out", str(out), *args, *resume])
+    return json.loads(done.read_text())
+
+
+def report(run_dir: Path, tok: dict, dyn: dict, recipe: Recipe, data_dir: Path) -> Path:
+    lines = ["# Quickstart report", "",
+             f"Preset `{recipe.preset}`, data `{data_dir}` ({recipe.tasks}), "
+             f"tokenizer {tok['step']} steps in {tok.get('minutes', 0):.1f} min, "
+             f"dynamics {dyn['step']} steps in {dyn.get('minutes', 0):.1f} min.", "",
+             "## Tokenizer (held-out episodes)", "",
+             "| full-frame PSNR (pooled MSE) | mean per-frame PSNR |", "|---|---|",
+             f"| {tok['eval']['psnr']:.2f} dB | {tok['eval']['psnr_frame_mean']:.2f} dB |", "",
+             "## Dynamics: open-loop rollouts from held-out contexts (K = 4)", "",
+             "| horizon | model PSNR | repeat-last-frame PSNR | gain | tokenizer reconstruction PSNR |",
+             "|---|---|---|---|---|"]
+    e = dyn["eval"]
+    for h in (1, 4, 8, 16):
+        if f"psnr_h{h}" in e:
+            lines.append(f"| {h} | {e[f'psnr_h{h}']:.2f} | {e[f'floor_h{h}']:.2f} | {e[f'gain_h{h}']:+.2f} | "
+                         f"{e[f'tokenizer_h{h}']:.2f} |")
+    lines += ["", "Curves: `tokenizer/curves.png`, `dynamics/curves.png`; rollout GIFs (ground truth left, "
+              "prediction right) and image grids in `dynamics/images/`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dreamer4_torch.quickstart", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpu", action="store_true", help="the GPU recipe (dmc128, all 30 tasks, hours of training)")
+    ap.add_argument("--data", default=None, help="data set directory (default data/quickstart or data/quickstart128)")
+    ap.add_argument("--out", default=None, help="run directory (default runs/quickstart or runs/quickstart128)")
+    ap.add_argument("--tasks", default=None, help="comma-separated tasks (default: the recipe's)")
+    ap.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the recipe's)")
+    ap.add_argument("--episode-steps", type=int, default=500, help="agent steps per episode (500 = the data set's)")
+    ap.add_argument("--preset", default=None, help="model preset (default: the recipe's; 'tiny' for a smoke test)")
+    ap.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer training time budget")
+    ap.add_argument("--dynamics-minutes", type=float, default=None, help="dynamics training time budget")
+    ap.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (the budget may stop it earlier)")
+    ap.add_argument("--dynamics-steps", type=int, default=None, help="dynamics steps (the budget may stop it earlier)")
+    ap.add_argument("--port", type=int, default=7860, help="demo port")
+    ap.add_argument("--no-demo", action="store_true", help="stop after the report instead of serving the demo")
+    args = ap.parse_args(argv)
+
+    recipe = RECIPES["gpu" if args.gpu else "cpu"]
+    preset = args.preset or recipe.preset
+    sizes = {"tiny": 16, "dmc64": 64, "dmc128": 128}
+    size = sizes.get(preset, recipe.size)
+    suffix = "" if not args.gpu else "128"
+    data_dir = Path(args.data or f"data/quickstart{suffix}")
+    run_dir = Path(args.out or f"runs/quickstart{suffix}")
+    tasks = args.tasks or recipe.tasks
+    episodes = args.episodes or recipe.episodes
+    tok_minutes = recipe.tokenizer_minutes if args.tokenizer_minutes is None else args.tokenizer_minutes
+    dyn_minutes = recipe.dynamics_minutes if args.dynamics_minutes is None else args.dynamics_minutes
+    t0 = time.time()
+    print(f"quickstart: {preset} on {tasks} ({episodes} episodes each at {size}x{size}); "
+          f"budget {tok_minutes:.0f} + {dyn_minutes:.0f} minutes of training; data {data_dir}, runs {run_dir}")
+
+    say("1/5 collect DMControl episodes (MuJoCo on the CPU; resumable)")
+    run([sys.executable, "-m", "shared.data.collect", "--tasks", tasks, "--episodes", str(episodes),
+         "--size", str(size), "--out", str(data_dir), "--episode-steps", str(args.episode_steps)])
+
+    say(f"2/5 train the tokenizer (about {tok_minutes:.0f} min)")
+    common = ["--preset", preset, "--data", str(data_dir), "--eval-sequences", "48"]
+    tok = train_stage("tokenizer", run_dir / "tokenizer",
+                      [*common, "--max-minutes", str(tok_minutes),
+                       *(["--steps", str(args.tokenizer_steps or recipe.tokenizer_steps)]),
+                       "--eval-every", "500", *recipe.extra_tokenizer])
+
+    say(f"3/5 train the dynamics model (about {dyn_minutes:.0f} min)")
+    dyn = train_stage("dynamics", run_dir / "dynamics",
+                      [*common, "--tokenizer", str(run_dir / "tokenizer" / "checkpoints" / "latest"),
+                       "--max-minutes", str(dyn_minutes),
+                       *(["--steps", str(args.dynamics_steps or recipe.dynamics_steps)]),
+                       "--eval-every", "500", *recipe.extra_dynamics])
+
+    say("4/5 report")
+    path = report(run_dir, tok, dyn, recipe, data_dir)
+    print(path.read_text())
+    print(f"total {(time.time() - t0) / 60:.1f} minutes")
+
+    if args.no_demo:
+        return 0
+    say(f"5/5 the demo on http://localhost:{args.port} (Ctrl-C stops it)")
+    run([sys.executable, "-m", "demo", "--tokenizer", str(run_dir / "tokenizer"), "--dynamics",
+         str(run_dir / "dynamics"), "--data", str(data_dir), "--port", str(args.port)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
