@@ -69,8 +69,11 @@ class Dynamics(nnx.Module):
         self.config = cfg
         tf = cfg.transformer
         self.layout = dynamics_layout(cfg)
-        self.spatial_slice = self.layout.slice(Modality.SPATIAL)
-        self.agent_slice = self.layout.slice(Modality.AGENT)
+        # (start, stop) of the spatial / agent slots; torch keeps slice objects, which are unhashable
+        # before Python 3.12 and so cannot be static attributes of an NNX graph.
+        spatial, agent = self.layout.slice(Modality.SPATIAL), self.layout.slice(Modality.AGENT)
+        self.spatial_slice = (spatial.start, spatial.stop)
+        self.agent_slice = (agent.start, agent.stop)
         self.spatial_proj = linear(cfg.d_spatial, tf.d_model, rngs)
         self.register_tokens = nnx.Param(host_zeros(None, (cfg.n_register, tf.d_model)))
         self.action_encoder = ActionEncoder(tf.d_model, cfg.action_dim, rngs)
@@ -158,6 +161,6 @@ class Dynamics(nnx.Module):
         self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         x = self.transformer(add_positions(x, self.config.transformer))
-        x1_hat = self.flow_x_head(x[:, :, self.spatial_slice])
-        h = x[:, :, self.agent_slice] if self.config.n_agent else None
+        x1_hat = self.flow_x_head(x[:, :, slice(*self.spatial_slice)])
+        h = x[:, :, slice(*self.agent_slice)] if self.config.n_agent else None
         return x1_hat, h
