@@ -17,7 +17,7 @@ from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, add_positions, host_zeros, linear
+from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear
 
 
 def pack(z: jax.Array, packing_factor: int) -> jax.Array:
@@ -36,7 +36,7 @@ def unpack(packed: jax.Array, packing_factor: int) -> jax.Array:
     return packed.reshape(B, T, S * packing_factor, DK // packing_factor)
 
 
-class ActionEncoder(nnx.Module):
+class ActionEncoder(Module):
     """Continuous actions (B, T, A) in [-1, 1] -> one token per frame; no actions -> the learned base."""
 
     def __init__(self, d_model: int, action_dim: int, rngs: nnx.Rngs):
@@ -59,7 +59,7 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-class Dynamics(nnx.Module):
+class Dynamics(Module):
     """The dynamics model. `rngs` supplies the `params` stream (initialisation) and the `dropout` stream
     used in training mode (a plain nnx.Rngs(seed) serves both)."""
 
@@ -89,14 +89,6 @@ class Dynamics(nnx.Module):
     @property
     def training(self) -> bool:
         return not self.deterministic
-
-    def train(self, **attributes) -> "Dynamics":
-        super().train(**attributes)
-        return self
-
-    def eval(self, **attributes) -> "Dynamics":
-        super().eval(**attributes)
-        return self
 
     def pack(self, z: jax.Array) -> jax.Array:
         return pack(z, self.config.packing_factor)

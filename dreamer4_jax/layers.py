@@ -52,6 +52,21 @@ def linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(d_in, d_out, kernel_init=host_zeros, bias_init=host_zeros, rngs=rngs)
 
 
+class Module(nnx.Module):
+    """nnx.Module whose train() / eval() return the module, as torch's do (`Tokenizer(cfg).eval()`).
+
+    Both set the `deterministic` attribute of every submodule that has one (NNX set_attributes):
+    False = training mode (dropout on, the tokenizer draws MAE masks), True = eval mode."""
+
+    def train(self, **attributes):
+        super().train(**attributes)
+        return self
+
+    def eval(self, **attributes):
+        super().eval(**attributes)
+        return self
+
+
 class StaticMask:
     """An immutable boolean (S, S) attention mask held as a static (hashable) module attribute, so it
     is a compile-time constant under jit (torch's non-persistent buffer)."""
@@ -72,7 +87,7 @@ class StaticMask:
         return f"StaticMask(shape={self.array.shape}, allowed={int(self.array.sum())})"
 
 
-class RMSNorm(nnx.Module):
+class RMSNorm(Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         self.eps = eps
         self.scale = nnx.Param(jnp.asarray(np.ones((dim,), np.float32)))
@@ -83,7 +98,7 @@ class RMSNorm(nnx.Module):
         return x * (self.scale[...] / jnp.sqrt(var + self.eps))
 
 
-class Dropout(nnx.Module):
+class Dropout(Module):
     """Inverted dropout whose keep-mask can come from an injected source (see set_dropout_source)."""
 
     def __init__(self, p: float, rngs: nnx.Rngs):
@@ -103,7 +118,7 @@ class Dropout(nnx.Module):
         return x * keep.astype(x.dtype) / (1.0 - self.p)
 
 
-class MLP(nnx.Module):
+class MLP(Module):
     """SwiGLU: fc_out(dropout(u * silu(v))) with [u, v] = fc_in(x), then dropout."""
 
     def __init__(self, tf: TransformerConfig, rngs: nnx.Rngs):
@@ -127,7 +142,7 @@ def rope_tables(positions: np.ndarray, head_dim: int, base: float, dtype=jnp.flo
     return jnp.cos(ang).astype(dtype), jnp.sin(ang).astype(dtype)
 
 
-class Attention(nnx.Module):
+class Attention(Module):
     """Multi-head self-attention with a fused qkv projection.
 
     qkv: D -> D + 2*G*hd, split into q, k, v in that order. Optional (config) QK-norm, grouped
@@ -207,7 +222,7 @@ class Attention(nnx.Module):
         return self.out(self.attend(q, k, v, mask=mask, causal=causal))
 
 
-class SpaceAttention(nnx.Module):
+class SpaceAttention(Module):
     """Attention among the S slots of each frame under one (S, S) mask shared by the batch."""
 
     def __init__(self, tf: TransformerConfig, mask: np.ndarray, rngs: nnx.Rngs):
@@ -227,7 +242,7 @@ class SpaceAttention(nnx.Module):
         return y.reshape(B, T, S, D)
 
 
-class TimeAttention(nnx.Module):
+class TimeAttention(Module):
     """Causal attention over frames, separately per slot.
 
     With `n_time_slots` set (the tokenizer's latents-only time attention) only the first
@@ -251,7 +266,7 @@ class TimeAttention(nnx.Module):
         return y.reshape(B, S, T, D).transpose(0, 2, 1, 3)
 
 
-class BlockCausalLayer(nnx.Module):
+class BlockCausalLayer(Module):
     """Pre-norm residual layer: space attention, [time attention], SwiGLU MLP."""
 
     def __init__(self, tf: TransformerConfig, space_mask: np.ndarray, layer_index: int,
@@ -274,7 +289,7 @@ class BlockCausalLayer(nnx.Module):
         return x + self.mlp(self.norm3(x))
 
 
-class BlockCausalTransformer(nnx.Module):
+class BlockCausalTransformer(Module):
     def __init__(self, tf: TransformerConfig, space_mask: np.ndarray, n_time_slots: Optional[int] = None, *,
                  rngs: nnx.Rngs):
         self.config = tf

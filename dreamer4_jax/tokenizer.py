@@ -18,7 +18,7 @@ from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, add_positions, host_zeros, linear, rng_stream
+from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear, rng_stream
 
 
 def patchify(video: jax.Array, patch_size: int) -> jax.Array:
@@ -50,7 +50,7 @@ def check_video(video, cfg: TokenizerConfig, name: str = "video") -> None:
                         "(convert uint8 frames with video.astype(jnp.float32) / 255)")
 
 
-class MAE(nnx.Module):
+class MAE(Module):
     """Masked-autoencoding replacement of projected patch tokens by a learned mask token."""
 
     def __init__(self, d_model: int, p_min: float, p_max: float, rngs: nnx.Rngs):
@@ -74,7 +74,7 @@ class MAE(nnx.Module):
         return jnp.where(keep_mask[..., None], tokens, self.mask_token[...].astype(tokens.dtype))
 
 
-class Encoder(nnx.Module):
+class Encoder(Module):
     def __init__(self, cfg: TokenizerConfig, rngs: nnx.Rngs):
         tf = cfg.transformer
         self.config = cfg
@@ -101,7 +101,7 @@ class Encoder(nnx.Module):
         return jnp.tanh(self.bottleneck_proj(x[:, :, : self.config.n_latents]))
 
 
-class Decoder(nnx.Module):
+class Decoder(Module):
     def __init__(self, cfg: TokenizerConfig, rngs: nnx.Rngs):
         tf = cfg.transformer
         self.config = cfg
@@ -131,7 +131,7 @@ class TokenizerOutput:
     keep_mask: jax.Array    # (B, T, Np) bool, True where the encoder saw the patch
 
 
-class Tokenizer(nnx.Module):
+class Tokenizer(Module):
     """Encoder + decoder. `rngs` supplies the `params` stream (initialisation), and the `dropout` and
     `mae` streams used in training mode (a plain nnx.Rngs(seed) serves all three)."""
 
@@ -147,14 +147,6 @@ class Tokenizer(nnx.Module):
     @property
     def training(self) -> bool:
         return not self.deterministic
-
-    def train(self, **attributes) -> "Tokenizer":
-        super().train(**attributes)
-        return self
-
-    def eval(self, **attributes) -> "Tokenizer":
-        super().eval(**attributes)
-        return self
 
     def patchify(self, video: jax.Array) -> jax.Array:
         return patchify(video, self.config.patch_size)
