@@ -15,7 +15,7 @@ torch's AdamW at step t (t from 1), for a parameter p with gradient g:
     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps)
 `make_optimizer` builds the optax chain
     clip_grad_norm_like_torch(max_grad_norm)               (only when max_grad_norm is set)
-    optax.adamw(lr, b1, b2, eps, eps_root=0, weight_decay=wd, mask=decay_mask)
+    optax.adamw(lr, b1, b2, eps, eps_root=0, weight_decay=wd, mask=decay_mask(cfg, policy))
 optax.adamw = scale_by_adam (u = m_hat / (sqrt(v_hat) + eps): bias-corrected moments, eps outside the
 square root, as torch) -> add_decayed_weights (u + wd * p on the masked leaves) -> scale by -lr, so the
 update is p <- p - lr * wd * p - lr * u: torch's step exactly (decay uses the pre-step p in both), up to
@@ -306,13 +306,15 @@ class Trainer:
     """Data-parallel training of a Tokenizer or Dynamics over all local devices (or `devices`).
 
     tokenizer batches: {"video": (B, T, C, H, W) float in [0, 1]}
-    dynamics batches:  {"latents": (B, T, n_latents, d_bottleneck) clean tokenizer latents,
-                        optional "actions": (B, T, action_dim), "act_mask": (action_dim,) or like actions}
-    Optional "keep_mask" (tokenizer) or "signal_idx"/"step_idx"/"noise" (dynamics) entries replace
-    the host draws (parity tests inject them this way).
+    dynamics batches:  {"latents": (B, T, n_latents, d_bottleneck) clean tokenizer latents (or "z1":
+                        already packed, (B, T, n_spatial, d_spatial)), optional "actions": (B, T, action_dim)
+                        and "act_mask": (action_dim,) or like actions}
+    Injected draws replace the host draws (parity tests use this): "keep_mask" (B, T, Np) bool for the
+    tokenizer; "signal_idx", "step_idx" (B, T), "noise" (like z1) and "n_bootstrap" for the dynamics.
 
-    mse_on: the tokenizer loss ("masked", upstream, or "all"); bootstrap_start: the step from which
-    a quarter of each dynamics batch are bootstrap rows (upstream 5000).
+    mse_on: the tokenizer loss ("masked", upstream, or "all"); bootstrap_start: the step from which a
+    quarter of each dynamics batch are bootstrap rows (upstream 5000; default 0, from the start).
+    `model` is put in training mode; its dropout sources (set_dropout_source) are kept.
     """
 
     def __init__(self, model: Model, opt: OptimizerConfig = OptimizerConfig(), *, seed: int = 0,
@@ -320,6 +322,8 @@ class Trainer:
                  bootstrap_start: int = 0):
         if not isinstance(model, (Tokenizer, Dynamics)):
             raise TypeError("Trainer expects a dreamer4_jax Tokenizer or Dynamics")
+        if mse_on not in ("masked", "all"):
+            raise ValueError(f"mse_on must be 'masked' or 'all', got {mse_on!r}")
         self.model = model.train()
         self.config: ModelConfig = model.config
         self.kind = self.config.kind
@@ -349,7 +353,17 @@ class Trainer:
     def prepare(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         """The step inputs (host draws added) and the number of bootstrap rows."""
         c = self.config
-        lead = batch["video" if self.kind == "tokenizer" else ("z1" if "z1" in batch else "latents")]
+        if self.kind == "tokenizer":
+            required, injected = ["video"], ["keep_mask"]
+        else:
+            required = ["z1" if "z1" in batch else "latents"]
+            injected = ["signal_idx", "step_idx", "noise", "n_bootstrap"]
+        missing = [k for k in required if k not in batch]
+        given = [k for k in injected if k in batch]
+        if missing or (given and len(given) != len(injected)):
+            raise ValueError(f"a {self.kind} batch needs {required}" + (f" and, to inject draws, all of {injected}"
+                             if given else "") + f"; got keys {sorted(batch)}")
+        lead = batch[required[0]]
         if np.shape(lead)[0] % self.n_devices:
             raise ValueError(f"batch size {np.shape(lead)[0]} is not divisible by the {self.n_devices} devices "
                              "of the mesh")
@@ -361,8 +375,8 @@ class Trainer:
                 keep = draw_keep_mask(self.rng, c, B, T)
             inputs, n_boot = {"video": video, "keep_mask": np.asarray(keep, dtype=bool)}, 0
         else:
-            z1 = pack(jnp.asarray(batch["latents"], dtype=jnp.float32), c.packing_factor) \
-                if "z1" not in batch else jnp.asarray(batch["z1"], jnp.float32)
+            z1 = pack(np.asarray(batch["latents"], dtype=np.float32), c.packing_factor) \
+                if "z1" not in batch else np.asarray(batch["z1"], np.float32)
             B, T = z1.shape[:2]
             if "signal_idx" in batch:
                 signal_idx, step_idx = batch["signal_idx"], batch["step_idx"]
@@ -454,12 +468,3 @@ class Trainer:
                 value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(x))
             restored.append(jax.device_put(value, self.replicated))
         return jax.tree_util.tree_unflatten(treedef, restored)
-
-
-def read_train_meta(path: PathLike) -> dict:
-    """The JSON training metadata of a checkpoint saved by Trainer.save (step, optimizer, extra...)."""
-    read_config(path)
-    meta_path = Path(path) / TRAIN_STATE_FILE
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path} is missing")
-    return json.loads(meta_path.read_text())

@@ -81,6 +81,19 @@ def test_restore_errors(tmp_path):
         Trainer.restore(tmp_path / "run")
 
 
+def test_batch_errors_name_the_keys():
+    from dreamer4_jax import Dynamics
+    trainer = Trainer(Dynamics(TINY.dynamics), devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match=r"a dynamics batch needs \['latents'\]; got keys \['video'\]"):
+        trainer.prepare({"video": np.zeros((2, 2, 3, 16, 16))})
+    with pytest.raises(ValueError, match="to inject draws, all of"):
+        trainer.prepare({"latents": np.zeros((2, 2, 4, 8)), "signal_idx": np.zeros((2, 2), int)})
+    inputs, n_boot = trainer.prepare({"latents": np.zeros((4, 2, 4, 8), np.float32)})
+    assert inputs["z1"].shape == (4, 2, 2, 16) and n_boot == 1 and inputs["noise"].shape == (4, 2, 2, 16)
+    with pytest.raises(ValueError, match="mse_on must be"):
+        Trainer(Tokenizer(TINY.tokenizer), mse_on="some")
+
+
 @pytest.mark.slow
 def test_two_device_training_saves_restores_and_continues_identically(tmp_path):
     # The resume process reuses the first process's compiled steps through a persistent compilation
