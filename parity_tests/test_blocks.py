@@ -126,3 +126,22 @@ def test_layer(direction, seed, time, variant):
         out_t = t(xt, rope_t)
     out_j = _apply_rope(j, xn, rope_j)
     compare(f"block: layer ({time.replace('_', ' ')})", direction, {"out": (out_j, out_t)}, TOL)
+
+
+def test_fully_masked_row_matches_torch_sdpa(direction, seed):
+    """The project's masks never have a query row with no allowed key (shared.layout asserts it), but
+    the behaviour is defined anyway: such a row outputs zeros before the out projection, as torch's
+    SDPA does (not NaN, not a uniform average)."""
+    mask = space_mask(DYN_LAYOUT, "wm_agent_isolated")
+    mask[1] = False
+    table = block_table(TF, "layers.0.space.")
+    t, j = pair(tl.SpaceAttention(TF, mask).eval(), jl.SpaceAttention(TF, mask, nnx.Rngs(0)).eval(),
+                table, direction, seed)
+    xn, xt = inputs(seed, 2, 3, DYN_LAYOUT.n_tokens, 32)
+    with torch.no_grad():
+        out_t = t(xt)
+    out_j = _apply(j, xn)
+    assert np.isfinite(np.asarray(out_j)).all()
+    bias = np.asarray(j.attn.out.bias[...])
+    np.testing.assert_allclose(np.asarray(out_j)[:, :, 1], np.broadcast_to(bias, (2, 3, 32)), rtol=0, atol=0)
+    compare("block: space attention (a fully masked row)", direction, {"out": (out_j, out_t)}, TOL)
