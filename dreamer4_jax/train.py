@@ -63,8 +63,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
-from shared.io import CheckpointError, read_config
+from shared.config import ModelConfig, TokenizerConfig
+from shared.io import CheckpointError
 from shared.params import ParamSpec, param_table
 from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
 

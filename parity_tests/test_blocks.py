@@ -7,6 +7,8 @@ logit soft-cap, time RoPE) where they apply, and the layer with injected dropout
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from flax import nnx
 
 import dreamer4_jax.layers as jl
 import dreamer4_torch.layers as tl
-from shared.config import TransformerConfig, get_preset, replace
+from shared.config import TransformerConfig, get_preset
 from shared.layout import dynamics_layout, space_mask, tokenizer_layout
 
 from .helpers import block_table, compare, derive_seed, dropout_source, pair
@@ -28,7 +30,6 @@ DYN_LAYOUT = dynamics_layout(TINY.dynamics)             # action, signal, step, 
 
 
 def tf_for(paper: bool, **changes) -> TransformerConfig:
-    import dataclasses
     return dataclasses.replace(TF, **(PAPER if paper else {}), **changes)
 
 
