@@ -1,4 +1,4 @@
-"""Command line for the weight converters: `python -m convert {upstream,...} --help`."""
+"""Command line for the weight converters: `python -m convert {upstream,torch-to-jax,jax-to-torch} --help`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,24 @@ def _upstream(args: argparse.Namespace) -> None:
     n = sum(t.numel() for t in state.values())
     print(f"wrote {cfg.kind} checkpoint {dst} ({n:,} parameters, "
           f"scale_pos_embeds={cfg.transformer.scale_pos_embeds})")
+
+
+def _report(direction: str, args: argparse.Namespace, cfg, leftovers: list[str]) -> None:
+    from shared.params import count_params
+    print(f"wrote {direction} {cfg.kind} checkpoint {args.dst} ({count_params(cfg):,} parameters) from {args.src}")
+    if leftovers:
+        print(f"note: not converted (backend-specific training state or other files): {', '.join(leftovers)}",
+              file=sys.stderr)
+
+
+def _torch_to_jax(args: argparse.Namespace) -> None:
+    from .torch_jax import convert_torch_to_jax
+    _report("JAX", args, *convert_torch_to_jax(args.src, args.dst))
+
+
+def _jax_to_torch(args: argparse.Namespace) -> None:
+    from .torch_jax import convert_jax_to_torch
+    _report("PyTorch", args, *convert_jax_to_torch(args.src, args.dst))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="unpickle arbitrary Python objects (only for files you trust); by default only "
                          "tensors and plain values are read")
     up.set_defaults(func=_upstream)
+
+    mapping = ("The mapping comes from the parameter table (shared.params): torch name a.b.weight <-> "
+               "NNX path a/b/kernel, linear weights transposed, everything else copied; values keep "
+               "their dtype and bits, so torch -> jax -> torch is exact. Strict: a missing, unexpected or "
+               "mis-shaped tensor is an error naming it. The config.json travels unchanged; training state "
+               "(optimizer, step, RNG) is backend-specific and is not converted.")
+    tj = sub.add_parser(
+        "torch-to-jax", help="convert a native PyTorch checkpoint directory to a native JAX one",
+        description="Read SRC (config.json + model.safetensors) and write DST (config.json + orbax "
+                    "params/), atomically. " + mapping)
+    tj.add_argument("src", help="native PyTorch checkpoint directory")
+    tj.add_argument("dst", help="output JAX checkpoint directory (replaced atomically)")
+    tj.set_defaults(func=_torch_to_jax)
+
+    jt = sub.add_parser(
+        "jax-to-torch", help="convert a native JAX checkpoint directory to a native PyTorch one",
+        description="Read SRC (config.json + orbax params/) and write DST (config.json + "
+                    "model.safetensors), atomically. " + mapping)
+    jt.add_argument("src", help="native JAX checkpoint directory")
+    jt.add_argument("dst", help="output PyTorch checkpoint directory (replaced atomically)")
+    jt.set_defaults(func=_jax_to_torch)
     return parser
 
 

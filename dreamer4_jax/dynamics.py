@@ -1,0 +1,158 @@
+"""Action-conditioned dynamics model predicting clean packed latents (x-prediction) for shortcut forcing.
+
+The Flax NNX mirror of dreamer4_torch/dynamics.py.
+Token order per frame: [action, signal, step, spatial x n_spatial, register x n_register, agent x n_agent].
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from shared.config import DynamicsConfig
+from shared.layout import Modality, dynamics_layout, space_mask
+
+from .init import build_checked
+from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear
+
+
+def pack(z: jax.Array, packing_factor: int) -> jax.Array:
+    """(B, T, L, Db) -> (B, T, L/k, k*Db) by a plain reshape (latents k*i .. k*i+k-1 are concatenated)."""
+    B, T, L, D = z.shape
+    if L % packing_factor:
+        raise ValueError(f"cannot pack {L} latents with packing_factor={packing_factor}")
+    return z.reshape(B, T, L // packing_factor, packing_factor * D)
+
+
+def unpack(packed: jax.Array, packing_factor: int) -> jax.Array:
+    """Inverse of pack: (B, T, S, k*Db) -> (B, T, S*k, Db)."""
+    B, T, S, DK = packed.shape
+    if DK % packing_factor:
+        raise ValueError(f"cannot unpack width {DK} with packing_factor={packing_factor}")
+    return packed.reshape(B, T, S * packing_factor, DK // packing_factor)
+
+
+class ActionEncoder(Module):
+    """Continuous actions (B, T, A) in [-1, 1] -> one token per frame; no actions -> the learned base."""
+
+    def __init__(self, d_model: int, action_dim: int, rngs: nnx.Rngs):
+        self.action_dim = action_dim
+        self.base = nnx.Param(host_zeros(None, (d_model,)))
+        self.fc1 = linear(action_dim, 2 * d_model, rngs)
+        self.fc2 = linear(2 * d_model, d_model, rngs)
+
+    def __call__(self, actions: Optional[jax.Array], act_mask: Optional[jax.Array],
+                 batch: int, frames: int) -> jax.Array:
+        """-> (B, T, 1, D): fc2(silu(fc1(clamp(actions * act_mask, -1, 1)))) + base."""
+        if actions is None:
+            return jnp.broadcast_to(self.base[...][None, None, None, :], (batch, frames, 1, self.base.shape[0]))
+        x = actions if act_mask is None else actions * act_mask
+        x = jnp.clip(x, -1.0, 1.0)
+        return (self.fc2(jax.nn.silu(self.fc1(x))) + self.base[...])[:, :, None, :]
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class Dynamics(Module):
+    """The dynamics model. `rngs` supplies the `params` stream (initialisation) and the `dropout` stream
+    used in training mode (a plain nnx.Rngs(seed) serves both)."""
+
+    def __init__(self, cfg: DynamicsConfig, *, rngs: Optional[nnx.Rngs] = None):
+        cfg.validate()
+        rngs = nnx.Rngs(0) if rngs is None else rngs
+        self.config = cfg
+        tf = cfg.transformer
+        self.layout = dynamics_layout(cfg)
+        # (start, stop) of the spatial / agent slots; torch keeps slice objects, which are unhashable
+        # before Python 3.12 and so cannot be static attributes of an NNX graph.
+        spatial, agent = self.layout.slice(Modality.SPATIAL), self.layout.slice(Modality.AGENT)
+        self.spatial_slice = (spatial.start, spatial.stop)
+        self.agent_slice = (agent.start, agent.stop)
+        self.spatial_proj = linear(cfg.d_spatial, tf.d_model, rngs)
+        self.register_tokens = nnx.Param(host_zeros(None, (cfg.n_register, tf.d_model)))
+        self.action_encoder = ActionEncoder(tf.d_model, cfg.action_dim, rngs)
+        self.step_embed = nnx.Embed(cfg.n_step_bins, tf.d_model, embedding_init=host_zeros,
+                                    rngs=rngs)
+        self.signal_embed = nnx.Embed(cfg.k_max + 1, tf.d_model, embedding_init=host_zeros,
+                                      rngs=rngs)
+        self.transformer = BlockCausalTransformer(tf, space_mask(self.layout, cfg.space_mode), rngs=rngs)
+        self.flow_x_head = linear(tf.d_model, cfg.d_spatial, rngs)
+        self.deterministic = False      # training mode, as a fresh torch module
+        build_checked(self, cfg, rngs)
+
+    @property
+    def training(self) -> bool:
+        return not self.deterministic
+
+    def pack(self, z: jax.Array) -> jax.Array:
+        return pack(z, self.config.packing_factor)
+
+    def unpack(self, packed: jax.Array) -> jax.Array:
+        return unpack(packed, self.config.packing_factor)
+
+    def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens):
+        c = self.config
+        if packed.ndim != 4 or tuple(packed.shape[2:]) != (c.n_spatial, c.d_spatial):
+            raise ValueError(f"packed latents must have shape (B, T, {c.n_spatial}, {c.d_spatial}), "
+                             f"got {tuple(packed.shape)}")
+        B, T = packed.shape[:2]
+        for name, idx, hi in (("signal_idx", signal_idx, c.k_max), ("step_idx", step_idx, c.e_max)):
+            if not hasattr(idx, "dtype") or not jnp.issubdtype(idx.dtype, jnp.integer):
+                raise TypeError(f"{name} must be an integer array of shape ({B}, {T})")
+            if tuple(idx.shape) != (B, T):
+                raise ValueError(f"{name} must have shape ({B}, {T}), got {tuple(idx.shape)}")
+            if _is_concrete(idx) and idx.size:
+                lo_v, hi_v = int(np.min(idx)), int(np.max(idx))
+                if lo_v < 0 or hi_v > hi:
+                    raise ValueError(f"{name} values must lie in [0, {hi}], got [{lo_v}, {hi_v}]")
+        if actions is not None and tuple(actions.shape) != (B, T, c.action_dim):
+            raise ValueError(f"actions must have shape ({B}, {T}, {c.action_dim}) (zero-padded), "
+                             f"got {tuple(actions.shape)}")
+        if act_mask is not None and actions is None:
+            raise ValueError("act_mask given without actions")
+        if agent_tokens is not None and tuple(agent_tokens.shape) != (B, T, c.n_agent, c.transformer.d_model):
+            raise ValueError(f"agent_tokens must have shape ({B}, {T}, {c.n_agent}, {c.transformer.d_model}), "
+                             f"got {tuple(agent_tokens.shape)}")
+
+    def tokens(self, packed, signal_idx, step_idx, actions=None, act_mask=None, agent_tokens=None):
+        """Assemble the (B, T, S, D) input tokens (before positions)."""
+        B, T = packed.shape[:2]
+        c, D = self.config, self.config.transformer.d_model
+        parts = [
+            self.action_encoder(actions, act_mask, B, T),
+            self.signal_embed(jnp.asarray(signal_idx))[:, :, None],
+            self.step_embed(jnp.asarray(step_idx))[:, :, None],
+            self.spatial_proj(packed),
+            jnp.broadcast_to(self.register_tokens[...][None, None], (B, T, c.n_register, D)),
+        ]
+        if c.n_agent:
+            if agent_tokens is None:
+                agent_tokens = jnp.zeros((B, T, c.n_agent, D), packed.dtype)
+            parts.append(agent_tokens)
+        dtype = parts[3].dtype
+        return jnp.concatenate([jnp.asarray(p).astype(dtype) for p in parts], axis=2)
+
+    def __call__(self, packed: jax.Array, *, signal_idx: jax.Array, step_idx: jax.Array,
+                 actions: Optional[jax.Array] = None, act_mask: Optional[jax.Array] = None,
+                 agent_tokens: Optional[jax.Array] = None):
+        """Predict clean packed latents.
+
+        packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
+        (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
+        produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
+        agent_tokens (B, T, n_agent, D) or None (zeros).
+        Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
+        """
+        packed = jnp.asarray(packed)
+        self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
+        x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
+        x = self.transformer(add_positions(x, self.config.transformer))
+        x1_hat = self.flow_x_head(x[:, :, slice(*self.spatial_slice)])
+        h = x[:, :, slice(*self.agent_slice)] if self.config.n_agent else None
+        return x1_hat, h
