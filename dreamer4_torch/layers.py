@@ -191,36 +191,45 @@ class TimeAttention(nn.Module):
         self.n_time_slots = n_time_slots
 
     def forward(self, x: torch.Tensor, rope=None, *, cache: Optional["LayerKV"] = None, commit: int = 0,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                mask: Optional[torch.Tensor] = None, query_from: int = 0) -> torch.Tensor:
         """x (B, T, S, D). Without `cache` and `mask`: causal attention over the T frames.
 
         With `cache`, the T frames follow the cached ones: their queries attend to the cached keys and
         values and to their own, under `mask` ((T, cached + T) bool, None = everything visible), and
         the keys/values of the first `commit` frames are appended to the cache. A `mask` without a
-        cache replaces the causal mask (sliding-window attention).
+        cache replaces the causal mask (sliding-window attention). `query_from` > 0 returns only frames
+        query_from.. (the earlier ones contribute keys and values only).
         """
         if self.n_time_slots is not None:
             L = self.n_time_slots
-            return torch.cat([self._per_slot(x[:, :, :L], rope, cache, commit, mask), x[:, :, L:]], dim=2)
-        return self._per_slot(x, rope, cache, commit, mask)
+            return torch.cat([self._per_slot(x[:, :, :L], rope, cache, commit, mask, query_from),
+                              x[:, query_from:, L:]], dim=2)
+        return self._per_slot(x, rope, cache, commit, mask, query_from)
 
-    def _per_slot(self, x: torch.Tensor, rope, cache=None, commit=0, mask=None) -> torch.Tensor:
+    def _per_slot(self, x: torch.Tensor, rope, cache=None, commit=0, mask=None, query_from=0) -> torch.Tensor:
         B, T, S, D = x.shape
         # contiguous() before the projection keeps the matmul kernel (and its rounding) identical to
         # upstream's for every batch size, including B = 1 where reshape would return a strided view.
         xs = x.permute(0, 2, 1, 3).contiguous().view(B * S, T, D)
-        if cache is None and mask is None:
+        if cache is None and mask is None and not query_from:
             y = self.attn(xs, causal=True, rope=rope)
         else:
             q, k, v = self.attn.project(xs, rope)        # k, v: (B*S, G, T, hd), rotated at their positions
             if cache is not None and cache.keys is not None:
                 k = torch.cat([cache.keys, k], dim=2)
                 v = torch.cat([cache.values, v], dim=2)
+            if query_from:
+                q = q[:, :, query_from:]
+                if mask is None:
+                    mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
+                mask = mask[query_from:]
+                if bool(mask.all()):
+                    mask = None
             y = self.attn.out(self.attn.attend(q, k, v, mask=mask))
             if commit:
                 keep = k.shape[2] - T + commit
                 cache.keys, cache.values = k[:, :, :keep], v[:, :, :keep]
-        return y.view(B, S, T, D).permute(0, 2, 1, 3).contiguous()
+        return y.view(B, S, T - query_from, D).permute(0, 2, 1, 3).contiguous()
 
 
 class BlockCausalLayer(nn.Module):
@@ -241,10 +250,13 @@ class BlockCausalLayer(nn.Module):
         self.mlp = MLP(tf)
 
     def forward(self, x: torch.Tensor, rope=None, **time_kwargs) -> torch.Tensor:
-        """`time_kwargs` (cache, commit, mask) go to the time attention; see TimeAttention.forward."""
+        """`time_kwargs` (cache, commit, mask, query_from) go to the time attention (TimeAttention.forward);
+        with query_from > 0 the layer returns only frames query_from.."""
         x = x + self.drop1(self.space(self.norm1(x)))
         if self.has_time:
-            x = x + self.drop2(self.time(self.norm2(x), rope, **time_kwargs))
+            y = self.drop2(self.time(self.norm2(x), rope, **time_kwargs))
+            query_from = time_kwargs.get("query_from", 0)
+            x = (x[:, query_from:] if query_from else x) + y
         return x + self.mlp(self.norm3(x))
 
 
@@ -267,16 +279,18 @@ class BlockCausalTransformer(nn.Module):
         return KVCache(len(self.layers), start)
 
     def forward(self, x: torch.Tensor, *, cache: Optional["KVCache"] = None, commit: int = 0,
-                time_window: Optional[int] = None) -> torch.Tensor:
-        """(B, T, S, D) -> (B, T, S, D); positions must already be added.
+                time_window: Optional[int] = None, outputs_from: int = 0) -> torch.Tensor:
+        """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
 
         cache: the T input frames are the frames that follow the cached ones (absolute indices
         cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
         input frames are appended to the cache. time_window: a frame sees itself and at most
-        `time_window` frames before it (None: every earlier frame). With neither, this is the plain
-        block-causal pass.
+        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
+        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
+        last time-attention layer has their keys/values, skipping the rest of the work for them.
+        With none of these, this is the plain block-causal pass.
         """
-        if cache is None and time_window is None:
+        if cache is None and time_window is None and not outputs_from:
             rope = self.time_rope(x.shape[1], x.device, x.dtype)
             for layer in self.layers:
                 x = layer(x, rope)
@@ -286,12 +300,20 @@ class BlockCausalTransformer(nn.Module):
             raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
         if commit and cache is None:
             raise ValueError("commit needs a cache")
+        if not 0 <= outputs_from <= commit:
+            raise ValueError(f"outputs_from={outputs_from} must lie in [0, commit={commit}]: frames whose "
+                             "outputs are skipped must at least be cached")
         q_start = cache.end if cache is not None else 0
         k_start = cache.start if cache is not None else 0
         rope = self.time_rope(T, x.device, x.dtype, frame_offset=q_start)
         mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window, x.device)
+        last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask)
+            if i > last_time:
+                x = layer(x)
+            else:
+                x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask,
+                          query_from=outputs_from if i == last_time else 0)
         if cache is not None:
             cache.length += commit
         return x

@@ -21,7 +21,8 @@ Semantics (upstream's demo and evaluation, DREAMER4.md section 3):
     positions 0..C-1 and itself at position C. Once the window is full it moves by one frame per
     generated frame, which moves every frame's additive time position, so every cached key/value
     changes: the cache is rebuilt from the window in the same pass as the first denoising step (one
-    pass over C+1 frames, exactly what the uncached sampler runs for that step), and the remaining
+    pass over C+1 frames, what the uncached sampler runs for that step, minus the work after the last
+    time-attention layer for the context frames, whose outputs are not needed), and the remaining
     K-1 steps run the new frame alone against the cache.
   - "roll" (models with relative time positions, i.e. `time_rope`): every frame's keys/values are
     computed once and kept until the frame leaves the window; the cache rolls (oldest frame out, newest
@@ -327,7 +328,7 @@ class Sampler:
         step = self.plan[0]
         packed, signal, steps, acts = self._inputs(pending, z, action, step, zero_at)
         x1 = self.dynamics(packed, signal_idx=signal, step_idx=steps, actions=acts, cache=self.cache,
-                           commit=n_pending, time_window=window)[0]
+                           commit=n_pending, time_window=window, outputs_from=n_pending)[0]
         z = euler_step(z, x1[:, -1], step)
         if self.window_mode == "roll" and window is not None:
             self.cache.drop_oldest(self.cache.length - window)

@@ -239,3 +239,21 @@ def test_transformer_cache_in_chunks_equals_one_pass(paper):
                 cache.drop_oldest(cache.length - 2)
         assert (torch.cat(parts, 1) - banded).abs().max() <= TOL
         assert not torch.allclose(banded, full)
+
+
+@pytest.mark.parametrize("time_every", [1, 2])
+def test_outputs_from_skips_context_work_without_changing_the_new_frames(time_every):
+    """Frames that are only committed stop once the last time-attention layer has their keys/values;
+    the frames after them come out as in the full pass (also with layers after the last time layer)."""
+    dyn = make_dynamics(transformer__depth=3, transformer__time_every=time_every)
+    ctx, actions, _ = inputs(dyn, B=2, C=6)
+    sig = torch.full((2, 6), 7)
+    stp = torch.full((2, 6), 3)
+    with torch.no_grad():
+        full = dyn(ctx, signal_idx=sig, step_idx=stp, actions=actions[:, :6])[0]
+        cache = dyn.new_cache()
+        out = dyn(ctx, signal_idx=sig, step_idx=stp, actions=actions[:, :6], cache=cache, commit=4, outputs_from=4)[0]
+        with pytest.raises(ValueError, match="outputs_from=5 must lie in"):
+            dyn(ctx, signal_idx=sig, step_idx=stp, cache=dyn.new_cache(), commit=4, outputs_from=5)
+    assert out.shape == (2, 2, 2, 16) and cache.length == 4
+    assert (out - full[:, 4:]).abs().max() <= TOL
