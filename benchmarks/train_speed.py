@@ -1,0 +1,111 @@
+"""Training throughput of the real trainers (`python -m dreamer4_torch.train`), as a table.
+
+Collects a small DMControl data set at the preset's resolution (cached under --work), makes a
+tokenizer checkpoint for the dynamics runs, runs each trainer for a few steps and reports the
+frames/s of the last logging window (start-up, compilation and the one-off latent encoding are
+excluded; the encoding speed is reported separately).
+
+    python -m benchmarks.train_speed                      # CPU: tiny and dmc64
+    python -m benchmarks.train_speed --cases dmc128       # the upstream-size models (slow on a CPU)
+    torchrun is not needed: --nproc N runs the trainers under torchrun with N processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (preset, trainer, batch_size, frames, steps per logging window)
+CASES = {
+    "tiny": [("tiny", "tokenizer", 8, 4, 10), ("tiny", "dynamics", 8, 8, 10)],
+    "dmc64": [("dmc64", "tokenizer", 16, 4, 5), ("dmc64", "dynamics", 16, 16, 5)],
+    "dmc128": [("dmc128", "tokenizer", 1, 8, 1), ("dmc128", "dynamics", 2, 32, 2)],
+}
+SIZES = {"tiny": 16, "dmc64": 64, "dmc128": 128}
+
+
+def sh(cmd, env):
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout[-3000:] + r.stderr[-3000:])
+        raise SystemExit(f"command failed: {' '.join(map(str, cmd))}")
+    return r
+
+
+def collect(work: Path, size: int, env) -> Path:
+    data = work / f"data{size}"
+    if not (data / "meta.json").exists():
+        sh([sys.executable, "-m", "shared.data.collect", "--tasks", "walker-walk,cartpole-swingup", "--episodes", "2",
+            "--episode-steps", "60", "--size", str(size), "--out", str(data), "--quiet"], env)
+    return data
+
+
+def tokenizer_checkpoint(work: Path, preset: str, frames: int) -> Path:
+    import torch
+    from dreamer4_torch import Tokenizer, save_model
+    from shared.config import get_preset
+    path = work / f"tok_{preset}"
+    if not (path / "model.safetensors").exists():
+        torch.manual_seed(0)
+        save_model(Tokenizer(get_preset(preset).tokenizer), path)
+        (path / "options.json").write_text(json.dumps({"frames": frames}))
+    return path
+
+
+def run_case(work, preset, kind, batch, frames, window, device, nproc, env) -> dict:
+    data = collect(work, SIZES[preset], env)
+    out = work / f"run_{preset}_{kind}"
+    shutil.rmtree(out, ignore_errors=True)
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    cmd = launcher + ["-m", "dreamer4_torch.train", kind, "--preset", preset, "--data", str(data), "--out", str(out),
+                      "--steps", str(2 * window), "--log-every", str(window), "--eval-every", "100000",
+                      "--ckpt-every", "100000", "--batch-size", str(batch), "--frames", str(frames),
+                      "--device", device, "--no-tensorboard", "--holdout-per-task", "1"]
+    if kind == "dynamics":
+        cmd += ["--tokenizer", str(tokenizer_checkpoint(work, preset, frames=8 if preset == "dmc128" else 4))]
+    t0 = time.time()
+    r = sh(cmd, env)
+    total = time.time() - t0
+    logs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    last = logs[-1]["train"]
+    encode = re.findall(r"encode latents: 100%.*?\[(\d+:\d+)<", r.stderr + r.stdout)
+    return {"frames_per_s": last["frames_per_s"], "steps_per_s": last["steps_per_s"], "wall": total,
+            "encode": encode[-1] if encode else ""}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="tiny,dmc64", help="comma-separated: tiny, dmc64, dmc128")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--nproc", type=int, default=1, help="processes (torchrun) per trainer")
+    ap.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="d4bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    import torch
+    print(f"# training throughput: {args.device}, {args.nproc} process(es), torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    print("| trainer | preset | batch x frames / process | steps/s | frames/s | one-off latent encoding |")
+    print("|---|---|---|---|---|---|")
+    for group in args.cases.split(","):
+        for preset, kind, batch, frames, window in CASES[group]:
+            res = run_case(work, preset, kind, batch, frames, window, args.device, args.nproc, env)
+            print(f"| {kind} | {preset} | {batch} x {frames} | {res['steps_per_s']:.3f} | {res['frames_per_s']:.1f} "
+                  f"| {res['encode'] or '-'} |", flush=True)
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

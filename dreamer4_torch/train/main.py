@@ -1,0 +1,37 @@
+"""Set up a run (process group, options record, data checks), build the trainer and run the loop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from shared.data.format import DatasetError
+from shared.io import CheckpointError
+
+from . import distributed as D
+from .runner import TrainingError, check_resume_options, record_options, train
+
+
+def run(kind: str, options) -> int:
+    world = D.init(options.device)
+    try:
+        if not Path(options.data).exists():
+            raise SystemExit(f"error: --data {options.data} does not exist; collect a data set with "
+                             "`python -m shared.data.collect --tasks ... --out DIR`")
+        check_resume_options(options, world)
+        out = Path(options.out)
+        if not options.resume and (out / "checkpoints" / "latest").exists():
+            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it, or choose another --out")
+        record_options(options, world)
+        if kind == "tokenizer":
+            from .tokenizer import TokenizerTask as TaskClass
+        else:
+            from .dynamics import DynamicsTask as TaskClass
+        task = TaskClass(options, world)
+        train(task, options, task.config, world)
+        return 0
+    except (DatasetError, CheckpointError, TrainingError) as e:
+        print(f"error (rank {world.rank}): {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        D.shutdown()

@@ -1,0 +1,141 @@
+"""Typed training options. Every field is a command-line flag (`--field-name`) with its help text;
+the resolved options are written to `RUN_DIR/options.json` at start.
+
+Defaults that depend on the model size come from RECIPES[preset][kind] and are applied where the
+user did not give a value (fields left as None).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+def opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class CommonOptions:
+    data: str = opt(None, "dataset directory written by `python -m shared.data.collect`", required=True)
+    out: str = opt(None, "run directory (options, metrics, checkpoints, images)", required=True)
+    preset: str = opt("dmc64", "model sizes and recipe defaults: tiny, dmc64 or dmc128")
+    model_config: Optional[str] = opt(None, "JSON model config (config.json format) replacing the preset's")
+    steps: Optional[int] = opt(None, "optimizer steps to train for (recipe default per preset)")
+    max_minutes: float = opt(0.0, "stop (saving a checkpoint) after this many minutes of training; 0 = no limit")
+    batch_size: Optional[int] = opt(None, "sequences per micro-batch per process")
+    frames: Optional[int] = opt(None, "frames per training sequence")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step (DDP syncs only on the last)")
+    lr: Optional[float] = opt(None, "peak learning rate (AdamW)")
+    warmup_steps: Optional[int] = opt(None, "linear warm-up steps before the cosine decay")
+    min_lr_ratio: float = opt(0.1, "the cosine schedule decays to lr * min_lr_ratio at the last step")
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this value; 0 disables")
+    seed: int = opt(0, "seed of every random draw (data order, masks, noise, dropout)")
+    device: str = opt("auto", "cuda, cpu or auto (cuda when available); one GPU per process under torchrun")
+    precision: str = opt("auto", "fp32 or bf16 autocast; auto = bf16 on CUDA, fp32 on CPU", choices=["auto", "fp32", "bf16"])
+    compile: bool = opt(False, "torch.compile the model")
+    parallel: str = opt("ddp", "data parallelism across processes: ddp, or fsdp (FSDP2 fully_shard)", choices=["ddp", "fsdp"])
+    workers: int = opt(2, "DataLoader worker processes per training process")
+    holdout_per_task: int = opt(1, "episodes per task held out for evaluation")
+    log_every: int = opt(25, "log training metrics every N steps")
+    eval_every: int = opt(500, "evaluate on held-out episodes every N steps (and at the end)")
+    eval_sequences: int = opt(16, "held-out sequences per evaluation")
+    ckpt_every: int = opt(500, "write a checkpoint every N steps (and at the end or on SIGTERM/SIGINT)")
+    keep_checkpoints: int = opt(2, "step checkpoints kept on disk (the newest ones; `latest` always points at one)")
+    resume: bool = opt(False, "continue exactly from RUN_DIR/checkpoints/latest")
+    tensorboard: bool = opt(True, "write TensorBoard event files to RUN_DIR/tb")
+    wandb: str = opt("off", "Weights & Biases logging: off, offline or online", choices=["off", "offline", "online"])
+    wandb_project: str = opt("dreamer4", "wandb project name")
+    deterministic: bool = opt(False, "torch.use_deterministic_algorithms (slower; exact repeatability on GPU)")
+
+
+@dataclass
+class TokenizerOptions(CommonOptions):
+    mse_on: Optional[str] = opt(None, "reconstruction MSE over 'masked' patches (upstream) or 'all' patches",
+                                choices=["masked", "all"])
+    mae_p_max: Optional[float] = opt(None, "override the config's maximum MAE drop probability")
+    lpips_alexnet: Optional[str] = opt(None, "torchvision AlexNet state dict (.pth) for the LPIPS term")
+    lpips_lin: Optional[str] = opt(None, "LPIPS linear-layer weights (.pth, lin0..lin4) for the LPIPS term")
+    lpips_weight: float = opt(0.2, "weight of the LPIPS term (when its weights are given)")
+
+
+@dataclass
+class DynamicsOptions(CommonOptions):
+    tokenizer: str = opt(None, "trained tokenizer checkpoint directory (frozen)", required=True)
+    cache_latents: bool = opt(True, "encode the whole data set once into RUN_DIR/latents and train from it")
+    bootstrap_start: Optional[int] = opt(None, "step from which bootstrap (shortcut) rows are used")
+    bootstrap_fraction: float = opt(0.25, "fraction of each batch used as bootstrap rows")
+    unconditional_fraction: float = opt(0.0, "fraction of sequences trained without actions (base token only)")
+    eval_context: int = opt(8, "context frames of the evaluation rollouts")
+    eval_horizon: int = opt(16, "frames generated open-loop in evaluation")
+    eval_sampling_steps: int = opt(4, "shortcut steps K per generated frame in evaluation")
+
+
+# Recipe defaults per preset and trainer. dmc128 follows upstream (batch 8 x 8 frames for the
+# tokenizer, 24 x 32 for the dynamics, lr 1e-4).
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "tokenizer": dict(steps=200, batch_size=8, frames=4, lr=1e-3, warmup_steps=20, mse_on="all"),
+        "dynamics": dict(steps=200, batch_size=8, frames=8, lr=1e-3, warmup_steps=20, bootstrap_start=50),
+    },
+    "dmc64": {
+        "tokenizer": dict(steps=3000, batch_size=16, frames=4, lr=1e-3, warmup_steps=100, mse_on="all"),
+        "dynamics": dict(steps=3000, batch_size=16, frames=16, lr=5e-4, warmup_steps=100, bootstrap_start=1000),
+    },
+    "dmc128": {
+        "tokenizer": dict(steps=90000, batch_size=8, frames=8, lr=1e-4, warmup_steps=1000, mse_on="masked"),
+        "dynamics": dict(steps=40000, batch_size=24, frames=32, lr=1e-4, warmup_steps=1000, bootstrap_start=5000),
+    },
+}
+
+
+def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_text = meta.pop("help", "")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+            continue
+        base = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
+                "Optional[str]": str}[kind]
+        parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=help_text, **meta)
+    return parser
+
+
+def resolve(options, kind: str):
+    """Fill None fields from the preset's recipe; validate ranges. Returns the same object."""
+    recipe = RECIPES.get(options.preset, RECIPES["dmc64"])[kind]
+    for name, value in recipe.items():
+        if getattr(options, name, "missing") is None:
+            setattr(options, name, value)
+    checks = [("steps", options.steps > 0), ("batch_size", options.batch_size > 0), ("frames", options.frames > 0),
+              ("grad_accum", options.grad_accum > 0), ("lr", options.lr > 0), ("warmup_steps", options.warmup_steps >= 0),
+              ("log_every", options.log_every > 0), ("eval_every", options.eval_every > 0),
+              ("ckpt_every", options.ckpt_every > 0), ("keep_checkpoints", options.keep_checkpoints > 0),
+              ("eval_sequences", options.eval_sequences > 0), ("workers", options.workers >= 0)]
+    for name, ok in checks:
+        if not ok:
+            raise SystemExit(f"error: --{name.replace('_', '-')} has an invalid value {getattr(options, name)!r}")
+    return options
+
+
+def options_to_json(options) -> str:
+    return json.dumps(dataclasses.asdict(options), indent=2, sort_keys=True) + "\n"
+
+
+def options_from_json(cls, path: Path):
+    data = json.loads(Path(path).read_text())
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

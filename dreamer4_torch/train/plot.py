@@ -1,0 +1,99 @@
+"""Training curves from RUN_DIR/metrics.jsonl as a PNG.
+
+    python -m dreamer4_torch.train.plot RUN_DIR [--out curves.png]
+
+Panels: training loss (log scale), learning rate, and the evaluation metrics (tokenizer: held-out
+PSNR; dynamics: rollout PSNR per horizon against the repeat-last-frame floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> tuple[dict, dict]:
+    train: dict[str, list] = {}
+    evals: dict[str, list] = {}
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run directory?")
+    seen_train, seen_eval = {}, {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        for group, store, seen in (("train", train, seen_train), ("eval", evals, seen_eval)):
+            if group in rec:
+                seen[rec["step"]] = rec[group]    # a resumed run logs some steps again: keep the last
+    for seen, store in ((seen_train, train), (seen_eval, evals)):
+        for step in sorted(seen):
+            for k, v in seen[step].items():
+                store.setdefault(k, []).append((step, v))
+    return train, evals
+
+
+def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "curves.png"
+    train, evals = read_metrics(run_dir)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    for key in ("loss", "flow_mse", "boot_mse"):
+        if key in train:
+            steps, values = zip(*train[key])
+            ax.plot(steps, values, label=key, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("training loss")
+    ax.legend()
+    ax = axes[1]
+    if "lr" in train:
+        steps, values = zip(*train["lr"])
+        ax.plot(steps, values, color="tab:gray")
+    ax.set_xlabel("step")
+    ax.set_title("learning rate")
+    ax = axes[2]
+    horizons = sorted({int(k[len("psnr_h"):]) for k in evals if k.startswith("psnr_h")})
+    if horizons:
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, h in enumerate(horizons):
+            steps, values = zip(*evals[f"psnr_h{h}"])
+            ax.plot(steps, values, color=colors[i % len(colors)], marker="o", ms=3, label=f"model, horizon {h}")
+            steps, values = zip(*evals[f"floor_h{h}"])
+            ax.plot(steps, values, color=colors[i % len(colors)], ls="--", lw=1, label=f"repeat last frame, h {h}")
+        ax.set_title("held-out rollout PSNR (dB)")
+        ax.legend(fontsize=7, ncol=2)
+    elif "psnr" in evals:
+        steps, values = zip(*evals["psnr"])
+        ax.plot(steps, values, marker="o", ms=3)
+        ax.set_title("held-out reconstruction PSNR (dB)")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    fig.suptitle(title or run_dir.name)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dreamer4_torch.train.plot", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir")
+    ap.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    args = ap.parse_args(argv)
+    print(plot_run(Path(args.run_dir), Path(args.out) if args.out else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

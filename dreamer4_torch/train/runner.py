@@ -1,0 +1,337 @@
+"""The training loop shared by the tokenizer and dynamics trainers.
+
+One step: `grad_accum` micro-batches (gradient all-reduce only on the last, via no_sync), global
+norm clipping, AdamW, a warm-up + cosine learning rate. Every random draw of step s on rank r
+comes from generators seeded with (seed, rank, s), so a run resumed at step k repeats steps k+1..n
+exactly: the checkpoint stores model, optimizer, scheduler, step and data position.
+
+Checkpoints: RUN_DIR/checkpoints/step_XXXXXXX/ (a native checkpoint directory: config.json,
+model.safetensors, plus training_state.pt and options.json), written atomically, with
+RUN_DIR/checkpoints/latest -> the newest. SIGTERM/SIGINT finish the current step, save and exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from shared.config import config_to_dict
+from shared.io import CheckpointError, atomic_directory, atomic_write_bytes, write_config
+
+from ..checkpoint import WEIGHTS_FILE, load_state
+from . import distributed as D
+from .logger import Logger
+from .options import options_to_json
+
+STATE_FILE = "training_state.pt"
+CHECKPOINTS = "checkpoints"
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot continue (non-finite loss, inconsistent resume, ...)."""
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up from 1/warmup to 1, then cosine decay to min_ratio."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (linear weights); not norms, biases, embeddings or learned tokens."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_linear_weight = p.dim() == 2 and name.endswith(".weight") and "embed" not in name
+        (decay if is_linear_weight else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.default_rng([seed, rank, step]).integers(0, 2**62))
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; a second signal restores the default handler's behaviour."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Task:
+    """What a trainer provides to the loop (see tokenizer.py and dynamics.py)."""
+
+    kind: str
+    model: nn.Module           # the raw model, on the device
+    frames_per_batch: int      # frames consumed per micro-batch on this rank
+
+    def micro_batches(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def data_state(self) -> dict:
+        raise NotImplementedError
+
+    def load_data_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any, step: int, rng: np.random.Generator, gen: torch.Generator):
+        raise NotImplementedError
+
+    def evaluate(self, step: int, model: nn.Module):
+        """Evaluate `model` (an unsharded copy of the trained model) on every rank.
+        -> (scalars dict, images dict name -> HxWx3 uint8, gifs dict name -> list of frames)."""
+        raise NotImplementedError
+
+
+def evaluation_model(model: nn.Module, config, parallel: str, world: D.World) -> nn.Module:
+    """The model to evaluate: itself, or under FSDP an unsharded replica on every rank (evaluation calls
+    encode/decode and the sampler, which are not `forward`, so FSDP's gathering hooks would not run)."""
+    if parallel != "fsdp" or not world.distributed:
+        return model
+    from ..checkpoint import build_model
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    replica = build_model(config).to(world.device)
+    replica.load_state_dict({k: v.to(world.device) for k, v in state.items()})
+    return replica
+
+
+def _autocast(world: D.World, precision: str):
+    enabled = precision == "bf16"
+    return torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def resolve_precision(precision: str, world: D.World) -> str:
+    if precision == "auto":
+        return "bf16" if world.device.type == "cuda" else "fp32"
+    return precision
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, world: D.World, keep: int):
+        self.dir = run_dir / CHECKPOINTS
+        self.world = world
+        self.keep = keep
+
+    def latest(self) -> Optional[Path]:
+        link = self.dir / "latest"
+        if not link.exists():
+            return None
+        return link.resolve()
+
+    def save(self, step: int, model: nn.Module, optimizer, scheduler, task: Task, options, config) -> Optional[Path]:
+        digests = None
+        if options.parallel == "ddp":
+            # DDP replicas must be bit-identical; upstream's dynamics trainer silently let them drift.
+            digests = D.replica_digests(model, self.world)
+            if len(set(digests)) != 1:
+                raise TrainingError(f"parameters differ across ranks at step {step} ({digests}): gradients "
+                                    "were not averaged; refusing to save")
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(model, options=opts)
+        optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
+        path = self.dir / f"step_{step:07d}"
+        if self.world.is_main:
+            state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model_state.items()}
+            training = {"step": step, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
+                        "data": task.data_state(), "world_size": self.world.world_size,
+                        "replica_digests": digests,
+                        "config": config_to_dict(config)}
+            with atomic_directory(path) as tmp:
+                write_config(tmp, config)
+                save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "dreamer4", "kind": config.kind,
+                                                                   "step": str(step)})
+                torch.save(training, tmp / STATE_FILE)
+                (tmp / "options.json").write_text(options_to_json(options))
+            tmp_link = self.dir / f".latest.tmp-{os.getpid()}"
+            if tmp_link.is_symlink() or tmp_link.exists():
+                tmp_link.unlink()
+            os.symlink(path.name, tmp_link)
+            os.replace(tmp_link, self.dir / "latest")
+            steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
+            for old in steps[:-self.keep]:
+                if old != path:
+                    import shutil
+                    shutil.rmtree(old, ignore_errors=True)
+        D.barrier(self.world)
+        return path
+
+    def restore(self, model: nn.Module, optimizer, scheduler, task: Task, config) -> int:
+        path = self.latest()
+        if path is None:
+            raise TrainingError(f"--resume: no checkpoint under {self.dir} (expected {self.dir / 'latest'})")
+        saved_cfg, state = load_state(path)
+        if saved_cfg != config:
+            raise TrainingError(f"--resume: the checkpoint {path} was trained with a different model config; "
+                                "resume with the run's own options (see its options.json)")
+        state_file = path / STATE_FILE
+        if not state_file.is_file():
+            raise CheckpointError(f"{state_file} is missing: {path} cannot be resumed")
+        training = torch.load(state_file, map_location="cpu", weights_only=True)
+        if training["world_size"] != self.world.world_size:
+            raise TrainingError(f"--resume: {path} was written by {training['world_size']} processes, this run "
+                                f"has {self.world.world_size}; exact resumption needs the same number")
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, state, options=opts)
+        set_optimizer_state_dict(model, optimizer, training["optimizer"], options=opts)
+        scheduler.load_state_dict(training["scheduler"])
+        task.load_data_state(training["data"])
+        return int(training["step"])
+
+
+def train(task: Task, options, config, world: D.World) -> dict:
+    """Run the loop; returns the last evaluation's scalars."""
+    run_dir = Path(options.out)
+    precision = resolve_precision(options.precision, world)
+    if options.deterministic:
+        torch.use_deterministic_algorithms(True)
+    model = task.model
+    forward_model = torch.compile(model) if options.compile else model
+    wrapped = D.wrap(forward_model, world, options.parallel) if options.parallel == "ddp" else \
+        D.wrap(model, world, options.parallel)
+    optimizer = torch.optim.AdamW(param_groups(model, options.weight_decay), lr=options.lr,
+                                  betas=(options.beta1, options.beta2), eps=1e-8)
+    total = options.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total, options.warmup_steps, options.min_lr_ratio))
+    ckpt = Checkpointer(run_dir, world, options.keep_checkpoints)
+    start = ckpt.restore(model, optimizer, scheduler, task, config) if options.resume else 0
+    logger = Logger(run_dir, world, options, resumed_at=start if options.resume else None)
+    logger.info(f"{task.kind}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+                f"{world.world_size} process(es) on {world.device}, {precision}, {options.parallel}, "
+                f"{'resuming at step ' + str(start) if options.resume else 'from scratch'}; run dir {run_dir}")
+    stop = StopFlag().install()
+    batches = task.micro_batches()
+    last_eval: dict = {}
+    t_start = time.time()
+    t_window, steps_window, frames_window = time.time(), 0, 0
+    step = start
+    try:
+        while step < total:
+            seed = step_seed(options.seed, world.rank, step)
+            torch.manual_seed(seed)                                  # dropout
+            rng = np.random.default_rng(seed)                        # shortcut indices, action dropping
+            gen = torch.Generator(world.device).manual_seed(seed)    # masks and noise
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for micro in range(options.grad_accum):
+                batch = next(batches)
+                with D.no_sync(wrapped, micro == options.grad_accum - 1), _autocast(world, precision):
+                    loss, metrics = task.loss(wrapped, batch, step, rng, gen)
+                (loss / options.grad_accum).backward()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / options.grad_accum
+            if options.grad_clip > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip))
+            else:
+                grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()
+                                                                 if p.grad is not None]))
+            out_of_time = options.max_minutes > 0 and (time.time() - t_start) > 60 * options.max_minutes
+            bad, stop_now = D.any_rank([not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)),
+                                        stop.requested or out_of_time], world)
+            if bad:
+                raise TrainingError(
+                    f"non-finite loss or gradient at step {step + 1} (loss={sums['loss']}, grad norm={grad_norm}) "
+                    f"on at least one process; the parameters were not updated. Lower --lr or check the data; "
+                    f"the last good checkpoint is {ckpt.latest()}")
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            steps_window += 1
+            frames_window += task.frames_per_batch * options.grad_accum * world.world_size
+            if step % options.log_every == 0 or step == total or stop_now:
+                sums.update(grad_norm=grad_norm)
+                means = D.all_reduce_mean(sums, world)
+                dt = max(time.time() - t_window, 1e-9)
+                rate = steps_window / dt
+                means.update(lr=scheduler.get_last_lr()[0], steps_per_s=rate, frames_per_s=frames_window / dt)
+                logger.scalars("train", means, step)
+                logger.progress(step, total, means, rate, time.time() - t_start)
+                t_window, steps_window, frames_window = time.time(), 0, 0
+            final = step == total or stop_now
+            if step % options.eval_every == 0 or final:
+                t_eval = time.time()
+                scalars, images, gifs = task.evaluate(step, evaluation_model(model, config, options.parallel, world))
+                last_eval = scalars
+                logger.scalars("eval", scalars, step)
+                logger.images(images, step)
+                logger.gifs(gifs, step)
+                logger.info(f"eval @ {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items())
+                            + f" ({time.time() - t_eval:.1f}s)")
+                logger.curves()
+                t_window += time.time() - t_eval
+            if step % options.ckpt_every == 0 or final:
+                t_ck = time.time()
+                path = ckpt.save(step, model, optimizer, scheduler, task, options, config)
+                logger.info(f"checkpoint {path} ({time.time() - t_ck:.1f}s)")
+                t_window += time.time() - t_ck
+            if stop_now:
+                why = "time limit (--max-minutes) reached" if out_of_time and not stop.requested else "stop signal"
+                logger.info(f"{why}: stopped after step {step}; continue with --resume")
+                break
+    finally:
+        stop.restore()
+        logger.close()
+    return last_eval
+
+
+def record_options(options, world: D.World) -> None:
+    """Write RUN_DIR/options.json (all options, resolved) before training starts."""
+    if not world.is_main:
+        return
+    run_dir = Path(options.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "options.json", options_to_json(options).encode())
+
+
+def check_resume_options(options, world: D.World) -> None:
+    """A resumed run must use the options it was started with (except --resume and the time limit)."""
+    path = Path(options.out) / "options.json"
+    if not options.resume:
+        return
+    if not path.is_file():
+        raise TrainingError(f"--resume: {path} does not exist; is {options.out} a run directory?")
+    saved = json.loads(path.read_text())
+    now = dataclasses.asdict(options)
+    ignore = {"resume", "max_minutes", "steps", "workers", "log_every", "eval_every", "ckpt_every",
+              "keep_checkpoints", "tensorboard", "wandb"}
+    diff = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in now
+            if k not in ignore and saved.get(k) != now[k]]
+    if diff:
+        raise TrainingError("--resume with options that change the run: " + "; ".join(diff))

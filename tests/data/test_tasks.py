@@ -1,0 +1,154 @@
+"""The task registry and the 30 environments (stock and custom)."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.data.tasks import (ACTION_PAD, TASK_IDS, TASK_NAMES, TASKS,
+                               UnknownTaskError, action_mask, get_task, make_env, resolve_tasks)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# DREAMER4.md section 3, "Tasks and action dims", in that order.
+UPSTREAM_ORDER = {
+    1: "acrobot-swingup pendulum-swingup cartpole-balance cartpole-balance-sparse cartpole-swingup "
+       "cartpole-swingup-sparse pendulum-spin",
+    2: "reacher-easy reacher-hard cup-catch finger-spin finger-turn-easy finger-turn-hard cup-spin "
+       "jumper-jump",
+    3: "reacher-three-easy reacher-three-hard",
+    4: "hopper-stand hopper-hop hopper-hop-backward",
+    6: "walker-stand walker-walk walker-run cheetah-run walker-walk-backward walker-run-backward "
+       "cheetah-run-backward cheetah-run-front cheetah-run-back cheetah-jump",
+}
+CUSTOM = {"pendulum-spin", "cup-spin", "reacher-three-easy", "reacher-three-hard",
+          "hopper-hop-backward", "walker-walk-backward", "walker-run-backward",
+          "cheetah-run-backward", "cheetah-run-front", "cheetah-run-back", "cheetah-jump",
+          "jumper-jump"}
+
+
+def test_registry_is_upstreams_order_with_action_sizes():
+    expected = [(name, dim) for dim, names in UPSTREAM_ORDER.items() for name in names.split()]
+    assert [(spec.name, spec.action_dim) for spec in TASKS.values()] == expected
+    assert len(TASKS) == 30 and list(TASK_IDS.values()) == list(range(30))
+    assert {name for name, spec in TASKS.items() if spec.custom} == CUSTOM
+    for spec in TASKS.values():
+        # 500 agent steps x action repeat 2 = the stock time limit of the domain
+        assert spec.episode_seconds == pytest.approx(
+            {"acrobot": 10, "cartpole": 10, "cheetah": 10, "jumper": 10, "walker": 25}.get(spec.domain, 20))
+
+
+def test_resolve_tasks_and_unknown_names():
+    assert resolve_tasks("all") == list(TASK_NAMES)
+    assert resolve_tasks("walker-walk, acrobot-swingup") == ["acrobot-swingup", "walker-walk"]
+    with pytest.raises(UnknownTaskError, match="walker-wlak.*did you mean walker-walk"):
+        resolve_tasks("walker-wlak")
+    with pytest.raises(UnknownTaskError, match="no task"):
+        resolve_tasks("")
+    with pytest.raises(UnknownTaskError, match="unknown task 'humanoid-run'"):
+        make_env("humanoid-run", seed=0)
+
+
+def test_action_mask():
+    mask = action_mask("hopper-hop")
+    assert mask.shape == (ACTION_PAD,) and mask.dtype == np.float32
+    assert mask.tolist() == [1.0] * 4 + [0.0] * 12
+    assert np.array_equal(action_mask(TASK_IDS["hopper-hop"]), mask)
+
+
+def test_core_modules_import_without_torch_jax_mujoco_dm_control():
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('torch', 'jax', 'jaxlib', 'mujoco', 'dm_control'):
+                    raise ImportError('blocked import of ' + name)
+        sys.meta_path.insert(0, Block())
+        import shared, shared.data
+        import shared.data.tasks, shared.data.format, shared.data.windows, shared.data.check
+        import shared.data.collect, shared.data.import_upstream, shared.data.policies
+        import shared.data.render
+        print('ok')
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_task_builds_steps_and_renders(name):
+    """Each of the 30 tasks builds (a failure names the task), renders camera 0 and gives
+    summed rewards in [0, 2] for the two control steps of an agent step."""
+    spec = get_task(name)
+    with make_env(name, seed=1, size=16) as env:
+        frame = env.reset()
+        assert frame.shape == (3, 16, 16) and frame.dtype == np.uint8
+        assert frame.std() > 0  # not a blank image
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            frame, reward = env.step(rng.uniform(-1, 1, spec.action_dim))
+            assert 0.0 <= reward <= 2.0 + 1e-9
+        with pytest.raises(ValueError, match="expected"):
+            env.step(np.zeros(spec.action_dim + 1))
+        with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+            env.step(np.full(spec.action_dim, 1.5))
+
+
+def test_episode_depends_only_on_its_seed():
+    """Resetting a used environment with a seed gives the episode a fresh environment with
+    that seed gives: what lets one worker record any episode."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, 2))
+
+    def play(env, seed):
+        frames = [env.reset(seed)]
+        frames += [env.step(a)[0] for a in actions]
+        return np.stack(frames)
+
+    with make_env("reacher-easy", seed=0, size=24) as used, make_env("reacher-easy", seed=7, size=24) as fresh:
+        play(used, 3)
+        first = play(used, 5)
+        second = play(fresh, 5)
+        other = play(fresh, 6)
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_custom_models_follow_the_notes():
+    """Spot checks of the custom definitions in TASKS.md."""
+    with make_env("walker-walk-backward", seed=0, size=8) as env:
+        floor = env.physics.named.model
+        assert floor.geom_pos["floor", 0] - floor.geom_size["floor", 0] == pytest.approx(-252)
+        assert floor.geom_pos["floor", 0] + floor.geom_size["floor", 0] == pytest.approx(748)
+    with make_env("cheetah-jump", seed=0, size=8) as env:
+        floor = env.physics.named.model
+        assert floor.geom_pos["ground", 0] - floor.geom_size["ground", 0] == pytest.approx(-102)
+        assert floor.geom_pos["ground", 0] + floor.geom_size["ground", 0] == pytest.approx(298)
+    with make_env("jumper-jump", seed=0, size=8) as env:
+        model = env.physics.named.model
+        assert env.physics.model.body_mass.sum() == pytest.approx(2.0)
+        assert model.geom_size["torso", 0] == pytest.approx(0.22)
+        assert np.degrees(model.jnt_range["left_hip"]).tolist() == pytest.approx([-35, 35])
+        assert model.jnt_stiffness["left_hip"] == 220 and model.actuator_gear["left_hip", 0] == 100
+    with make_env("reacher-three-hard", seed=0, size=8) as env:
+        env.reset()  # the task sets the target's size at the start of an episode
+        model = env.physics.named.model
+        assert model.geom_size["target", 0] == pytest.approx(0.015)
+        assert [env.physics.model.joint(i).name for i in range(3)] == ["shoulder0", "shoulder1", "wrist"]
+        assert model.actuator_gear[:, 0].tolist() == pytest.approx([0.05] * 3)
+    with make_env("pendulum-spin", seed=0, size=8) as env:
+        env.reset()
+        env.physics.named.data.qvel["hinge"] = 4.5
+        assert env.dm_env.task.get_reward(env.physics) == pytest.approx(0.5)
+        env.physics.named.data.qvel["hinge"] = -20
+        assert env.dm_env.task.get_reward(env.physics) == pytest.approx(1.0)
+    with make_env("cup-spin", seed=0, size=8) as env:
+        in_cup = []
+        for seed in range(20):
+            env.reset(seed)
+            in_cup.append(env.physics.in_target())
+        assert 14 <= sum(in_cup) <= 20  # 90% start inside the cup, the rest anywhere
+        env.reset(0)
+        if env.physics.in_target():
+            assert env.dm_env.task.get_reward(env.physics) == 0.0

@@ -1,0 +1,189 @@
+"""End-to-end tests of the trainers (tiny preset, CPU, gloo)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import ENV, FAST, ROOT, run, train_cmd
+
+
+def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "train" in rec:
+            out[rec["step"]] = rec["train"][key]
+    return out
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "checkpoints" / "latest" / "model.safetensors"))
+
+
+def differ(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def extra_args(kind, tokenizer):
+    return ["--tokenizer", tokenizer] if kind == "dynamics" else []
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
+def test_two_rank_ddp_averages_gradients(kind, tiny_data, tiny_tokenizer, tmp_path):
+    steps = 12
+    common = ["--data", tiny_data, "--steps", steps, "--batch-size", 2, *extra_args(kind, tiny_tokenizer), *FAST]
+    ddp = tmp_path / "ddp"
+    r = run(train_cmd(kind, "--out", ddp, *common, nproc=2))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert "2 process(es)" in r.stdout
+    state = torch.load(ddp / "checkpoints" / "latest" / "training_state.pt", weights_only=True)
+    digests = state["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]          # replicas identical after training
+
+    # The same run with each rank training alone on its shard (upstream's multi-GPU dynamics bug).
+    alone = []
+    for rank in (0, 1):
+        out = tmp_path / f"alone{rank}"
+        r = subprocess.run([sys.executable, str(Path(__file__).parent / "alone.py"), str(rank), "2", kind,
+                            "--out", str(out), *map(str, common)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-4000:]
+        alone.append(weights(out))
+    assert differ(alone[0], alone[1])                               # the shards really differ
+    assert differ(weights(ddp), alone[0]) and differ(weights(ddp), alone[1])
+    train = losses(ddp)
+    assert max(train) == steps
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
+def test_loss_decreases(kind, tiny_data, tiny_tokenizer, tmp_path):
+    out = tmp_path / "run"
+    r = run(train_cmd(kind, "--data", tiny_data, "--out", out, "--steps", 60, *extra_args(kind, tiny_tokenizer),
+                      *FAST, "--eval-every", 60))
+    assert r.returncode == 0, r.stderr[-4000:]
+    key = "mse" if kind == "tokenizer" else "flow_mse"
+    series = losses(out, key)
+    first = sum(series[s] for s in range(1, 6)) / 5
+    last = sum(series[s] for s in range(56, 61)) / 5
+    assert last < 0.7 * first, (first, last)
+    evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert evals and evals[-1]["step"] == 60
+    images = sorted(p.name for p in (out / "images").iterdir())
+    assert images, "no evaluation images written"
+    if kind == "dynamics":
+        assert {"psnr_h1", "floor_h1", "gain_h4", "tokenizer_h4", "psnr_all"} <= set(evals[-1]["eval"])
+        assert any(n.endswith(".gif") for n in images)
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
+def test_interrupted_run_resumes_exactly(kind, tiny_data, tiny_tokenizer, tmp_path):
+    steps = 150
+    common = ["--data", tiny_data, "--steps", steps, "--workers", 1, *extra_args(kind, tiny_tokenizer), *FAST,
+              "--workers", "1"]
+    full = tmp_path / "full"
+    r = run(train_cmd(kind, "--out", full, *common))
+    assert r.returncode == 0, r.stderr[-4000:]
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(train_cmd(kind, "--out", part, *common), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = part / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count('"train"') >= 5:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-4000:]
+    stopped = max(losses(part))
+    assert 5 <= stopped < steps, "the run was not interrupted"
+    assert f"stopped after step {stopped}" in stdout
+    r = run(train_cmd(kind, "--out", part, *common, "--resume"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    a, b = losses(full), losses(part)
+    assert max(b) == steps
+    for s in range(stopped + 1, steps + 1):
+        assert a[s] == b[s], f"step {s}: {a[s]} != {b[s]} after resuming at {stopped}"
+    assert not differ(weights(full), weights(part))
+
+
+def test_clear_errors(tiny_data, tiny_tokenizer, tmp_path):
+    r = run(train_cmd("tokenizer", "--data", tmp_path / "nowhere", "--out", tmp_path / "a", *FAST))
+    assert r.returncode != 0 and "does not exist" in r.stderr and "shared.data.collect" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run(train_cmd("tokenizer", "--data", tmp_path / "empty", "--out", tmp_path / "b", *FAST))
+    assert r.returncode != 0 and "meta.json" in r.stderr
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", tmp_path / "c", *FAST, "--preset", "dmc64"))
+    assert r.returncode != 0 and "holds 16x16 frames but the model expects 64x64" in r.stderr
+    # a dynamics checkpoint where the tokenizer belongs
+    from dreamer4_torch import Dynamics, save_model
+    from shared.config import get_preset
+    save_model(Dynamics(get_preset("tiny").dynamics), tmp_path / "dyn")
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "d", "--tokenizer", tmp_path / "dyn", *FAST))
+    assert r.returncode != 0 and "holds a dynamics checkpoint, but a tokenizer checkpoint was expected" in r.stderr
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "e", "--tokenizer", tmp_path / "none", *FAST))
+    assert r.returncode != 0 and "--tokenizer" in r.stderr and "does not exist" in r.stderr
+    # a dynamics config whose latents do not match the tokenizer
+    cfg = json.loads((Path(tiny_tokenizer) / "config.json").read_text())
+    from shared.config import config_to_json, replace
+    bad = replace(get_preset("tiny").dynamics, n_latents=6, d_bottleneck=cfg["d_bottleneck"])
+    (tmp_path / "dyn.json").write_text(config_to_json(bad))
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "f", "--tokenizer", tiny_tokenizer,
+                      "--model-config", tmp_path / "dyn.json", *FAST))
+    assert r.returncode != 0 and "does not fit the dynamics model" in r.stderr and "n_latents=4" in r.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_data, tmp_path):
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", tmp_path / "run", "--steps", 20, "--lr", 1e30,
+                      "--warmup-steps", 0, "--grad-clip", 0, *FAST))
+    assert r.returncode == 1
+    assert "non-finite loss or gradient at step" in r.stderr and "Lower --lr" in r.stderr
+
+
+def test_resume_and_rerun_guards(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", out, "--resume", *FAST))
+    assert r.returncode != 0 and "options.json" in r.stderr
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", out, "--steps", 3, *FAST))
+    assert r.returncode == 0, r.stderr
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", out, "--steps", 3, *FAST))
+    assert r.returncode != 0 and "already holds a run; pass --resume" in r.stderr
+    r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", out, "--steps", 3, "--lr", 0.5, "--resume", *FAST))
+    assert r.returncode != 0 and "--lr" in r.stderr
+
+
+def test_help_lists_every_option():
+    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.train", "dynamics", "--help"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    for flag in ("--tokenizer", "--cache-latents", "--bootstrap-start", "--unconditional-fraction", "--parallel",
+                 "--resume", "--max-minutes", "--wandb"):
+        assert flag in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.train"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "tokenizer" in r.stderr
+
+
+def test_fsdp_matches_ddp_and_resumes(tiny_data, tmp_path):
+    common = ["--data", tiny_data, "--batch-size", 2, *FAST]
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    r = run(train_cmd("tokenizer", "--out", ddp, "--steps", 8, *common, nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run(train_cmd("tokenizer", "--out", fsdp, "--steps", 8, "--parallel", "fsdp", "--max-minutes", 1e-9,
+                      *common, nproc=2))                     # stops (and saves) right after step 1
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert max(losses(fsdp)) == 1
+    r = run(train_cmd("tokenizer", "--out", fsdp, "--steps", 8, "--parallel", "fsdp", "--resume", *common, nproc=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = losses(ddp), losses(fsdp)
+    for s in range(1, 9):
+        assert b[s] == pytest.approx(a[s], rel=1e-5), s
+    wa, wb = weights(ddp), weights(fsdp)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
