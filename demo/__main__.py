@@ -24,10 +24,11 @@ DEFAULT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", "runs/quickstart")
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", metavar="DIR", help="tokenizer checkpoint: a native checkpoint directory or an "
-                    "upstream .pt file (default: RUN_DIR/tokenizer)")
-    ap.add_argument("--dynamics", metavar="DIR", help="dynamics checkpoint: a native checkpoint directory or an "
-                    "upstream .pt file (needs the matching --tokenizer; default: RUN_DIR/dynamics)")
+    ap.add_argument("--tokenizer", metavar="DIR", help="tokenizer checkpoint: a native checkpoint directory, a "
+                    "training run directory (its checkpoints/latest is used) or an upstream .pt file "
+                    "(default: RUN_DIR/tokenizer)")
+    ap.add_argument("--dynamics", metavar="DIR", help="dynamics checkpoint, the same kinds (an upstream .pt file "
+                    "needs the matching --tokenizer; default: RUN_DIR/dynamics)")
     ap.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
                     help="where to look for tokenizer/ and dynamics/ when neither is given "
                          "(default: %(default)s, or $DREAMER4_RUN_DIR)")
@@ -36,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", metavar="DIR", help="data set directory (shared.data format): start frames for each "
                     "task and held-out episodes for the open-loop view (default: none; starts from a random "
                     "latent)")
+    ap.add_argument("--task", help="task selected when a page opens (default: the first task of the data set or "
+                    "the task registry)")
     ap.add_argument("--backend", choices=["torch", "jax"], default="torch", help="model backend (default: torch)")
     ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -96,6 +99,9 @@ def prepare(args):
         source = DatasetSource.open(args.data, model.image_size, model.action_dim)
     else:
         source = NoDataSource(model.action_dim)
+    if args.task is not None and args.task not in source.tasks:
+        raise StartupError(f"--task {args.task}: not one of the {len(source.tasks)} tasks "
+                           f"{'of the data set' if args.data else 'available'} ({', '.join(source.tasks)})")
     return model, source
 
 
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
         print(f"python -m demo: error: {e}", file=sys.stderr)
         return 2
     from .app import AppOptions, build_app, launch
-    options = AppOptions(n_steps=args.steps, context_length=min(args.context, 64), smoothing=args.smoothing,
+    options = AppOptions(task=args.task, n_steps=args.steps, context_length=min(args.context, 64), smoothing=args.smoothing,
                          start_frames=args.start_frames, max_fps=args.max_fps, seed=args.seed)
     app = build_app(model, source, options)
     print(model.describe(), flush=True)

@@ -67,6 +67,7 @@ KEYS_HELP = ("<div class='d4-keys'><kbd>←</kbd>/<kbd>→</kbd> choose an actio
 
 @dataclass
 class AppOptions:
+    task: Optional[str] = None
     n_steps: int = 2
     context_length: int = 16
     smoothing: float = SMOOTHING
@@ -97,7 +98,7 @@ class Sessions:
             self.created += 1
             seed = self.options.seed + self.created
         o = self.options
-        session = Session(self.model, self.source, n_steps=o.n_steps, context_length=o.context_length,
+        session = Session(self.model, self.source, task=o.task, n_steps=o.n_steps, context_length=o.context_length,
                           history_limit=MAX_CONTEXT, smoothing=o.smoothing, start_frames=o.start_frames, seed=seed)
         with self.lock:
             session = self.sessions.setdefault(key, session)
@@ -257,7 +258,8 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                         status = gr.Markdown(elem_id="d4-status")
                         gr.HTML(KEYS_HELP)
                     with gr.Column(scale=2, min_width=280):
-                        task = gr.Dropdown(source.tasks, value=source.tasks[0], label="task", elem_id="d4-task")
+                        task = gr.Dropdown(source.tasks, value=options.task or source.tasks[0], label="task",
+                                           elem_id="d4-task")
                         with gr.Row():
                             play = gr.Button("Play", variant="primary", elem_id="d4-play")
                             pause = gr.Button("Pause", interactive=False, elem_id="d4-pause")
@@ -277,7 +279,7 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                 if not source.has_data:
                     gr.Markdown("This view needs a data set: start the demo with `--data DIR`.")
                 with gr.Row():
-                    ol_task = gr.Dropdown(source.tasks, value=source.tasks[0], label="task")
+                    ol_task = gr.Dropdown(source.tasks, value=options.task or source.tasks[0], label="task")
                     ol_episode = gr.Dropdown(["random"], value="random", label="held-out episode")
                     ol_context = gr.Slider(1, 16, value=4, step=1, label="context frames")
                     ol_horizon = gr.Slider(1, 64, value=16, step=1, label="horizon (frames)")

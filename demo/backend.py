@@ -17,6 +17,9 @@ from shared.config import ConfigError, check_compatible, get_preset, replace
 from shared.io import CheckpointError
 
 
+UPSTREAM_TOKENIZER_CLIP = 8      # upstream trains its tokenizer on 8-frame clips (DREAMER4.md section 3)
+
+
 class StartupError(Exception):
     """A problem found before serving (bad checkpoint path or kind, incompatible models, data);
     the demo prints the message on one line and exits non-zero."""
@@ -51,7 +54,7 @@ class TorchWorldModel:
     backend = "torch"
 
     def __init__(self, tokenizer, dynamics, *, device: str = "cpu", context_mode: str = "upstream",
-                 source: str = ""):
+                 source: str = "", clip_frames: Optional[int] = None):
         import torch
         self.torch = torch
         self.tokenizer = tokenizer.to(device).eval()
@@ -59,6 +62,9 @@ class TorchWorldModel:
         self.device = torch.device(device)
         self.context_mode = context_mode
         self.source = source
+        # The tokenizer never encodes a clip longer than it was trained on (its positions are
+        # window-relative): longer sequences are encoded in chunks of at most clip_frames frames.
+        self.clip_frames = clip_frames
         self.lock = threading.Lock()
         tc, dc = tokenizer.config, dynamics.config
         self.image_size = (tc.image_height, tc.image_width)
@@ -85,13 +91,15 @@ class TorchWorldModel:
             randomize_for_display(dyn, seed)
             return cls(tok, dyn, device=device, context_mode=context_mode,
                        source=f"random weights ({random_weights} preset)")
-        tok = _load_one(tokenizer, "tokenizer")
-        dyn = _load_one(dynamics, "dynamics", tokenizer=tokenizer)
+        tok_path, dyn_path = resolve_checkpoint(tokenizer), resolve_checkpoint(dynamics)
+        tok = _load_one(tok_path, "tokenizer", flag=tokenizer)
+        dyn = _load_one(dyn_path, "dynamics", tokenizer=tok_path, flag=dynamics)
         try:
             check_compatible(tok.config, dyn.config)
         except ConfigError as e:
             raise StartupError(f"the checkpoints do not fit together: {e}") from e
-        return cls(tok, dyn, device=device, context_mode=context_mode, source=f"{tokenizer} + {dynamics}")
+        return cls(tok, dyn, device=device, context_mode=context_mode, source=f"{tok_path} + {dyn_path}",
+                   clip_frames=tokenizer_clip_frames(tok_path))
 
     # ------------------------------------------------------------------ model calls
 
@@ -99,8 +107,11 @@ class TorchWorldModel:
         """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), one causal pass over the T frames."""
         torch = self.torch
         video = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float().div_(255.0)[None]
+        chunk = self.clip_frames or video.shape[1]
         with self.lock, torch.inference_mode():
-            return self.dynamics.pack(self.tokenizer.encode(video))
+            z = torch.cat([self.tokenizer.encode(video[:, s:s + chunk]) for s in range(0, video.shape[1], chunk)],
+                          dim=1)
+            return self.dynamics.pack(z)
 
     def decode(self, packed) -> np.ndarray:
         """packed latents (B, T, S, D) -> uint8 frames (B, T, H, W, C); every frame decoded alone (as
@@ -157,12 +168,35 @@ class TorchWorldModel:
                 f"({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}); {self.source}")
 
 
-def _load_one(path: Optional[str], kind: str, tokenizer: Optional[str] = None):
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint directory as given, or the newest checkpoint of a training run directory
+    (RUN_DIR/checkpoints/latest)."""
+    p = Path(path)
+    latest = p / "checkpoints" / "latest"
+    if p.is_dir() and not (p / "config.json").exists() and latest.exists():
+        return str(latest)
+    return str(path)
+
+
+def tokenizer_clip_frames(path: str) -> Optional[int]:
+    """The clip length the tokenizer was trained on: options.json of a training checkpoint, 8 for
+    upstream's files, else unknown (None)."""
+    p = Path(path)
+    if p.is_file():
+        return UPSTREAM_TOKENIZER_CLIP
+    try:
+        from dreamer4_torch.train.common import tokenizer_clip_frames as recorded
+    except ImportError:
+        return None
+    return recorded(p)
+
+
+def _load_one(path: str, kind: str, tokenizer: Optional[str] = None, flag: Optional[str] = None):
     """A native checkpoint directory, or an upstream .pt file (imported on the fly), of `kind`."""
     from dreamer4_torch import Dynamics, Tokenizer, load_model
     p = Path(path)
     if not p.exists():
-        raise StartupError(f"--{kind} {path}: no such file or directory")
+        raise StartupError(f"--{kind} {flag or path}: no such file or directory")
     expected = Tokenizer if kind == "tokenizer" else Dynamics
     try:
         if p.is_file():

@@ -125,7 +125,7 @@ class DatasetSource:
         length = min(length, n)
         offset = 0 if from_start else int(rng.integers(0, n - length + 1))
         rows = slice(start + offset, start + offset + length)
-        frames = np.asarray(self.dataset.frames[rows])
+        frames = np.array(self.dataset.frames[rows])                    # a copy, not the read-only map
         actions = np.zeros((length, self.pad), np.float32)
         acts = np.asarray(self.dataset.actions[rows], np.float32)
         actions[:, :min(self.pad, acts.shape[1])] = acts[:, :self.pad]

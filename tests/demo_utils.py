@@ -31,38 +31,27 @@ def make_checkpoints(directory: Path, preset: str = "tiny", seed: int = 0) -> tu
     return str(tok_dir), str(dyn_dir)
 
 
-class FakeDataset:
-    """The data-set contract of shared.data.format.Dataset, in memory: two tasks of two episodes."""
-
-    def __init__(self, size: int = 16, lengths=(12, 10, 9, 11), seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.tasks, self.task_ids = ["cartpole-swingup", "reacher-easy"], [4, 7]
-        task_of = [4, 4, 7, 7]
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        self.episodes = np.zeros(len(lengths), dtype=[("task_id", np.int64), ("start", np.int64),
-                                                      ("length", np.int64)])
-        self.episodes["task_id"], self.episodes["start"], self.episodes["length"] = task_of, starts, lengths
-        N = int(sum(lengths))
-        self.num_episodes, self.num_frames = len(lengths), N
-        # smooth moving blobs so frames are not pure noise
-        yy, xx = np.mgrid[:size, :size] / size
-        frames = np.zeros((N, 3, size, size), np.uint8)
-        for t in range(N):
-            cx, cy = 0.5 + 0.3 * np.sin(t / 3), 0.5 + 0.3 * np.cos(t / 4)
-            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) * 20)
-            frames[t] = (255 * np.stack([blob, 1 - blob, 0.5 * blob])).astype(np.uint8)
-        self.frames = frames
-        self.actions = np.zeros((N, 16), np.float32)
-        for e in range(len(lengths)):
-            dims = 1 if task_of[e] == 4 else 2
-            self.actions[starts[e] + 1:starts[e] + lengths[e], :dims] = rng.uniform(-1, 1, (lengths[e] - 1, dims))
-        self.meta = {"height": size, "width": size}
-
-    @staticmethod
-    def action_mask(task_id: int) -> np.ndarray:
-        mask = np.zeros(16, np.float32)
-        mask[:1 if task_id == 4 else 2] = 1.0
-        return mask
+def make_dataset(directory: Path, size: int = 16, lengths=(12, 10, 9, 11), seed: int = 0) -> str:
+    """A small data set in the collector's format: cartpole-swingup (1-d actions) and reacher-easy
+    (2-d), two episodes each, frames of a moving blob, random actions (row 0 zero)."""
+    from shared.data.format import DatasetWriter
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    path = directory / "data"
+    with DatasetWriter(path, size, size, {"kind": "demo-test"}) as writer:
+        for e, (task, dims) in enumerate([("cartpole-swingup", 1), ("cartpole-swingup", 1), ("reacher-easy", 2),
+                                          ("reacher-easy", 2)]):
+            L = lengths[e]
+            frames = np.zeros((L, 3, size, size), np.uint8)
+            for t in range(L):
+                cx, cy = 0.5 + 0.3 * np.sin((t + 5 * e) / 3), 0.5 + 0.3 * np.cos((t + 5 * e) / 4)
+                blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) * 20)
+                frames[t] = (255 * np.stack([blob, 1 - blob, 0.5 * blob])).astype(np.uint8)
+            actions = np.zeros((L, 16), np.float32)
+            actions[1:, :dims] = rng.uniform(-1, 1, (L - 1, dims))
+            writer.append(task, e, seed=e, policy="random", policy_params={}, frames=frames, actions=actions,
+                          rewards=np.zeros(L, np.float32))
+    return str(path)
 
 
 def free_port() -> int:

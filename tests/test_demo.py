@@ -5,14 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from demo.app import AppOptions, build_app, launch
 from demo.backend import StartupError, TorchWorldModel, load_backend
 from demo.data import DatasetSource, NoDataSource
 from demo.session import Session, open_loop, side_by_side_gif, comparison_grid
 from dreamer4_torch import Dynamics, Tokenizer, save_model
 from shared.config import get_preset, replace
 
-from .demo_utils import DemoServer, FakeDataset, free_port, make_checkpoints, run_demo
+from .demo_utils import DemoServer, make_checkpoints, make_dataset, run_demo
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -132,12 +131,17 @@ def model(checkpoints):
 
 
 @pytest.fixture(scope="module")
-def source():
-    return DatasetSource(FakeDataset(), image_size=(16, 16), action_pad=16)
+def data_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def source(data_dir):
+    return DatasetSource.open(data_dir, image_size=(16, 16), action_pad=16)
 
 
 def test_keys_push_the_selected_dimension_with_upstreams_smoothing(model):
-    s = Session(model, NoDataSource(16), seed=0)
+    s = Session(model, NoDataSource(16), task="walker-walk", seed=0)     # 6 action dimensions
     s.select(+1)
     s.key("up", True)
     a1 = s.next_action().copy()
@@ -148,7 +152,7 @@ def test_keys_push_the_selected_dimension_with_upstreams_smoothing(model):
     s.key("down", True)
     assert s.next_action()[1] == pytest.approx(0.817 * a2[1] - 0.183, abs=1e-6)
     s.select(-2)
-    assert s.selected_dim == 15                       # cycles over the task's dimensions
+    assert s.selected_dim == 5                        # cycles over the task's dimensions
 
 
 def test_reset_starts_from_the_tasks_episodes_and_masks_its_actions(model, source):
@@ -175,16 +179,24 @@ def test_open_loop_compares_a_heldout_episode(model, source, tmp_path):
     assert comparison_grid(result).shape[1] > comparison_grid(result).shape[0]
 
 
-def test_served_app_with_data_runs_the_open_loop_view(model, source):
-    app = build_app(model, source, AppOptions(start_frames=2))
-    port = free_port()
-    launch(app, "127.0.0.1", port, prevent_thread_lock=True)
+def test_served_app_with_data_starts_from_episodes_and_runs_the_open_loop_view(checkpoints, data_dir):
+    tok, dyn = checkpoints
+    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn, "--data", data_dir, "--start-frames", "2")
     try:
-        c = gradio_client.Client(f"http://127.0.0.1:{port}", verbose=False)
+        c = gradio_client.Client(srv.url, verbose=False)
         frame, status, *sliders = c.predict("reacher-easy", api_name="/set_task")
-        assert "task reacher-easy" in status and "first 2 frame(s)" in status
+        assert "task reacher-easy" in status and "first 2 frame(s)" in status and "action dim 1/2" in status
         gif, grid, plot, summary = c.predict("reacher-easy", "random", 2, 5, "2", 8, api_name="/open_loop")
         assert Image.open(gif).n_frames == 7 and image(grid).shape[0] > 0
         assert "5 predicted" in summary and "mean PSNR" in summary
+        series = {row[2] for row in plot["data"]}
+        assert len(plot["data"]) == 15 and series == {"model", "repeat last context frame", "tokenizer reconstruction"}
     finally:
-        app.close()
+        srv.stop()
+
+
+def test_bad_data_and_task_fail_at_start(checkpoints, data_dir, tmp_path):
+    tok, dyn = checkpoints
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", tmp_path / "none"), "--data")
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", data_dir, "--task", "walker-walk"),
+                   "--task walker-walk: not one of the 2 tasks of the data set")

@@ -39,7 +39,7 @@ def require_browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tok, dyn = make_checkpoints(tmp_path_factory.mktemp("ckpt"))
-    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn)
+    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn, "--task", "walker-walk")
     yield srv
     srv.stop()
 
@@ -80,7 +80,7 @@ def test_keys_play_the_world_model_and_change_the_frame(server, tmp_path):
             page.screenshot(path=str(artifacts / "demo_browser_start.png"))
 
             page.keyboard.press("ArrowRight")                      # choose action dimension 2
-            wait_for(lambda: "action dim 2/16" in status.inner_text())
+            wait_for(lambda: "action dim 2/6" in status.inner_text())
             page.keyboard.down("ArrowUp")                          # push it to +1 while held
             page.keyboard.press(" ")                               # play
             wait_for(lambda: page.locator("#d4-pause").is_enabled())
