@@ -220,11 +220,11 @@ class TimeAttention(nn.Module):
                 v = torch.cat([cache.values, v], dim=2)
             if query_from:
                 q = q[:, :, query_from:]
-                if mask is None:
-                    mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
-                mask = mask[query_from:]
-                if bool(mask.all()):
-                    mask = None
+                if mask is None and cache is None:      # no cache, no mask: causal
+                    mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                if mask is not None:
+                    mask = mask[query_from:]
+                    mask = None if bool(mask.all()) else mask
             y = self.attn.out(self.attn.attend(q, k, v, mask=mask))
             if commit:
                 keep = k.shape[2] - T + commit
@@ -300,9 +300,9 @@ class BlockCausalTransformer(nn.Module):
             raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
         if commit and cache is None:
             raise ValueError("commit needs a cache")
-        if not 0 <= outputs_from <= commit:
-            raise ValueError(f"outputs_from={outputs_from} must lie in [0, commit={commit}]: frames whose "
-                             "outputs are skipped must at least be cached")
+        if not 0 <= outputs_from <= min(commit, T - 1):
+            raise ValueError(f"outputs_from={outputs_from} must lie in [0, min(commit={commit}, T-1={T - 1})]: frames "
+                             "whose outputs are skipped must be cached, and at least one frame is returned")
         q_start = cache.end if cache is not None else 0
         k_start = cache.start if cache is not None else 0
         rope = self.time_rope(T, x.device, x.dtype, frame_offset=q_start)
