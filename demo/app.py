@@ -301,23 +301,24 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                   api_visibility="private")
         demo.unload(on_unload)
         task.input(on_task, inputs=task, outputs=[frame, status, *sliders], api_name="set_task")
-        reset.click(on_reset, inputs=reset_seed, outputs=[frame, status], api_name="reset")
-        step.click(on_step, inputs=sliders, outputs=[frame, status, play, pause], api_name="step")
-        play.click(on_play, outputs=play_outputs, concurrency_limit=None, api_visibility="private")
-        pause.click(on_pause, outputs=status, concurrency_limit=None, api_visibility="private")
+        reset.click(on_reset, inputs=reset_seed, outputs=[frame, status], api_name="reset", show_progress="minimal")
+        step.click(on_step, inputs=sliders, outputs=[frame, status, play, pause], api_name="step",
+                   show_progress="hidden")
+        play.click(on_play, outputs=play_outputs, concurrency_limit=None, api_visibility="private",
+                   show_progress="hidden")
+        pause.click(on_pause, outputs=status, concurrency_limit=None, api_visibility="private", show_progress="hidden")
         gr.on([s.input for s in sliders], on_sliders, inputs=sliders, concurrency_limit=None,
-              api_visibility="private")
-        key_buttons["left"].click(on_select(-1), outputs=[status, *sliders], concurrency_limit=None,
-                                  trigger_mode="multiple", api_visibility="private")
-        key_buttons["right"].click(on_select(+1), outputs=[status, *sliders], concurrency_limit=None,
-                                   trigger_mode="multiple", api_visibility="private")
+              api_visibility="private", show_progress="hidden")
+        for name, delta in (("left", -1), ("right", +1)):
+            key_buttons[name].click(on_select(delta), outputs=[status, *sliders], concurrency_limit=None,
+                                    trigger_mode="multiple", api_visibility="private", show_progress="hidden")
         for name in ("up", "down"):
             for pressed in (True, False):
                 key_buttons[f"{name}-{'press' if pressed else 'release'}"].click(
                     on_key(name, pressed), concurrency_limit=None, trigger_mode="multiple",
-                    api_visibility="private")
-        steps.input(on_steps, inputs=steps, outputs=status, api_visibility="private")
-        context.release(on_context, inputs=context, outputs=status, api_visibility="private")
+                    api_visibility="private", show_progress="hidden")
+        steps.input(on_steps, inputs=steps, outputs=status, api_visibility="private", show_progress="hidden")
+        context.release(on_context, inputs=context, outputs=status, api_visibility="private", show_progress="hidden")
         ol_task.change(on_openloop_task, inputs=ol_task, outputs=ol_episode, api_visibility="private")
         demo.load(on_openloop_task, inputs=ol_task, outputs=ol_episode, api_visibility="private")
         ol_run.click(on_openloop, inputs=[ol_task, ol_episode, ol_context, ol_horizon, ol_steps, ol_window],
