@@ -1,6 +1,6 @@
 """Real-time generation speed: frames/s of the sampler with and without the KV cache, with decoding.
 
-    python -m benchmarks.sampler_speed                       # dmc64 and dmc128, context 8/24/64, K=2 and 4
+    python -m benchmarks.sampler_speed                       # dmc64 and dmc128, context 8/16/24/64, K=2 and 4
     python -m benchmarks.sampler_speed --presets dmc64 --contexts 16 --steps 2
     python -m benchmarks.sampler_speed --device cuda
 
@@ -63,7 +63,7 @@ def time_decode(tok: Tokenizer, z: torch.Tensor, reps: int, device: torch.device
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="dmc64,dmc128", help="comma-separated presets (default: dmc64,dmc128)")
-    ap.add_argument("--contexts", default="8,24,64", help="context lengths C (default: 8,24,64)")
+    ap.add_argument("--contexts", default="8,16,24,64", help="context lengths C (default: 8,16,24,64)")
     ap.add_argument("--steps", default="2,4", help="shortcut steps K per frame (default: 2,4)")
     ap.add_argument("--roll", default="24:4", help="extra (C:K,...) rows with time RoPE and the rolling cache "
                                                    "('' for none; default 24:4)")

@@ -256,10 +256,10 @@ class Sampler:
         elif tuple(noise.shape) != (B, S, D):
             raise ValueError(f"noise must have shape ({B}, {S}, {D}), got {tuple(noise.shape)}")
         noise = noise.to(device=self.device, dtype=self.dtype)
-        with eval_mode(self.dynamics):
-            z = self._generate_cached(noise, action) if self.use_cache else self._generate(noise, action)
         if context_noise is not None and tuple(context_noise.shape) != (B, S, D):
             raise ValueError(f"context_noise must have shape ({B}, {S}, {D}), got {tuple(context_noise.shape)}")
+        with eval_mode(self.dynamics):
+            z = self._generate_cached(noise, action) if self.use_cache else self._generate(noise, action)
         self._append(z, action, context_noise)
         return z
 
