@@ -15,7 +15,7 @@ from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, add_positions
+from .layers import BlockCausalTransformer, KVCache, add_positions
 
 
 def pack(z: torch.Tensor, packing_factor: int) -> torch.Tensor:
@@ -119,20 +119,35 @@ class Dynamics(nn.Module):
         dtype = parts[3].dtype
         return torch.cat([p.to(dtype) for p in parts], dim=2)
 
+    def new_cache(self, start: int = 0) -> KVCache:
+        """An empty time-attention KV cache for generation (see dreamer4_torch.sampler)."""
+        return self.transformer.new_cache(start)
+
     def forward(self, packed: torch.Tensor, *, signal_idx: torch.Tensor, step_idx: torch.Tensor,
                 actions: Optional[torch.Tensor] = None, act_mask: Optional[torch.Tensor] = None,
-                agent_tokens: Optional[torch.Tensor] = None):
+                agent_tokens: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
+                commit: int = 0, time_window: Optional[int] = None, outputs_from: int = 0):
         """Predict clean packed latents.
 
         packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
         (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
         produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
         agent_tokens (B, T, n_agent, D) or None (zeros).
+        Generation only: with `cache` the T frames follow the cached frames (time positions continue
+        from cache.end) and the first `commit` of them are added to the cache; `time_window` limits
+        how many earlier frames each frame sees; only frames `outputs_from`.. are predicted
+        (BlockCausalTransformer.forward).
         Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
         """
         self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
-        x = self.transformer(add_positions(x, self.config.transformer))
+        tf = self.config.transformer
+        if cache is None and time_window is None and not outputs_from:
+            x = self.transformer(add_positions(x, tf))
+        else:
+            offset = cache.end if cache is not None else 0
+            x = self.transformer(add_positions(x, tf, frame_offset=offset), cache=cache, commit=commit,
+                                 time_window=time_window, outputs_from=outputs_from)
         x1_hat = self.flow_x_head(x[:, :, self.spatial_slice])
         h = x[:, :, self.agent_slice] if self.config.n_agent else None
         return x1_hat, h

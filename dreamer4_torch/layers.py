@@ -5,6 +5,10 @@ hd = D / H. Space attention mixes the S slots of one frame under one (S, S) mask
 whole batch; time attention mixes frames causally, separately for every slot.
 
 Randomness that parity tests must control (dropout) can be injected with `set_dropout_source`.
+
+Generation reuses past frames' time-attention keys and values through a `KVCache` passed to
+`BlockCausalTransformer.forward`; without a cache (the default) every path below is the plain
+full-window computation.
 """
 
 from __future__ import annotations
@@ -186,19 +190,46 @@ class TimeAttention(nn.Module):
         self.attn = Attention(tf)
         self.n_time_slots = n_time_slots
 
-    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, *, cache: Optional["LayerKV"] = None, commit: int = 0,
+                mask: Optional[torch.Tensor] = None, query_from: int = 0) -> torch.Tensor:
+        """x (B, T, S, D). Without `cache` and `mask`: causal attention over the T frames.
+
+        With `cache`, the T frames follow the cached ones: their queries attend to the cached keys and
+        values and to their own, under `mask` ((T, cached + T) bool, None = everything visible), and
+        the keys/values of the first `commit` frames are appended to the cache. A `mask` without a
+        cache replaces the causal mask (sliding-window attention). `query_from` > 0 returns only frames
+        query_from.. (the earlier ones contribute keys and values only).
+        """
         if self.n_time_slots is not None:
             L = self.n_time_slots
-            return torch.cat([self._per_slot(x[:, :, :L], rope), x[:, :, L:]], dim=2)
-        return self._per_slot(x, rope)
+            return torch.cat([self._per_slot(x[:, :, :L], rope, cache, commit, mask, query_from),
+                              x[:, query_from:, L:]], dim=2)
+        return self._per_slot(x, rope, cache, commit, mask, query_from)
 
-    def _per_slot(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def _per_slot(self, x: torch.Tensor, rope, cache=None, commit=0, mask=None, query_from=0) -> torch.Tensor:
         B, T, S, D = x.shape
         # contiguous() before the projection keeps the matmul kernel (and its rounding) identical to
         # upstream's for every batch size, including B = 1 where reshape would return a strided view.
         xs = x.permute(0, 2, 1, 3).contiguous().view(B * S, T, D)
-        y = self.attn(xs, causal=True, rope=rope)
-        return y.view(B, S, T, D).permute(0, 2, 1, 3).contiguous()
+        if cache is None and mask is None and not query_from:
+            y = self.attn(xs, causal=True, rope=rope)
+        else:
+            q, k, v = self.attn.project(xs, rope)        # k, v: (B*S, G, T, hd), rotated at their positions
+            if cache is not None and cache.keys is not None:
+                k = torch.cat([cache.keys, k], dim=2)
+                v = torch.cat([cache.values, v], dim=2)
+            if query_from:
+                q = q[:, :, query_from:]
+                if mask is None and cache is None:      # no cache, no mask: causal
+                    mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                if mask is not None:
+                    mask = mask[query_from:]
+                    mask = None if bool(mask.all()) else mask
+            y = self.attn.out(self.attn.attend(q, k, v, mask=mask))
+            if commit:
+                keep = k.shape[2] - T + commit
+                cache.keys, cache.values = k[:, :, :keep], v[:, :, :keep]
+        return y.view(B, S, T - query_from, D).permute(0, 2, 1, 3).contiguous()
 
 
 class BlockCausalLayer(nn.Module):
@@ -218,10 +249,14 @@ class BlockCausalLayer(nn.Module):
         self.norm3 = RMSNorm(tf.d_model)
         self.mlp = MLP(tf)
 
-    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, **time_kwargs) -> torch.Tensor:
+        """`time_kwargs` (cache, commit, mask, query_from) go to the time attention (TimeAttention.forward);
+        with query_from > 0 the layer returns only frames query_from.."""
         x = x + self.drop1(self.space(self.norm1(x)))
         if self.has_time:
-            x = x + self.drop2(self.time(self.norm2(x), rope))
+            y = self.drop2(self.time(self.norm2(x), rope, **time_kwargs))
+            query_from = time_kwargs.get("query_from", 0)
+            x = (x[:, query_from:] if query_from else x) + y
         return x + self.mlp(self.norm3(x))
 
 
@@ -239,12 +274,108 @@ class BlockCausalTransformer(nn.Module):
         positions = np.arange(frame_offset, frame_offset + n_frames)
         return rope_tables(positions, self.config.head_dim, self.config.rope_base, device, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, S, D) -> (B, T, S, D); positions must already be added."""
-        rope = self.time_rope(x.shape[1], x.device, x.dtype)
-        for layer in self.layers:
-            x = layer(x, rope)
+    def new_cache(self, start: int = 0) -> "KVCache":
+        """An empty KVCache for this transformer whose first frame will have absolute index `start`."""
+        return KVCache(len(self.layers), start)
+
+    def forward(self, x: torch.Tensor, *, cache: Optional["KVCache"] = None, commit: int = 0,
+                time_window: Optional[int] = None, outputs_from: int = 0) -> torch.Tensor:
+        """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
+
+        cache: the T input frames are the frames that follow the cached ones (absolute indices
+        cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
+        input frames are appended to the cache. time_window: a frame sees itself and at most
+        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
+        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
+        last time-attention layer has their keys/values, skipping the rest of the work for them.
+        With none of these, this is the plain block-causal pass.
+        """
+        if cache is None and time_window is None and not outputs_from:
+            rope = self.time_rope(x.shape[1], x.device, x.dtype)
+            for layer in self.layers:
+                x = layer(x, rope)
+            return x
+        T = x.shape[1]
+        if not 0 <= commit <= T:
+            raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
+        if commit and cache is None:
+            raise ValueError("commit needs a cache")
+        if not 0 <= outputs_from <= min(commit, T - 1):
+            raise ValueError(f"outputs_from={outputs_from} must lie in [0, min(commit={commit}, T-1={T - 1})]: frames "
+                             "whose outputs are skipped must be cached, and at least one frame is returned")
+        q_start = cache.end if cache is not None else 0
+        k_start = cache.start if cache is not None else 0
+        rope = self.time_rope(T, x.device, x.dtype, frame_offset=q_start)
+        mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window, x.device)
+        last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
+        for i, layer in enumerate(self.layers):
+            if i > last_time:
+                x = layer(x)
+            else:
+                x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask,
+                          query_from=outputs_from if i == last_time else 0)
+        if cache is not None:
+            cache.length += commit
         return x
+
+
+class LayerKV:
+    """Cached time-attention keys and values of one layer: (N, G, frames, hd) each, N = B * time slots.
+    Keys are stored after QK-norm and RoPE (rotated at their own absolute frame positions)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self):
+        self.keys: Optional[torch.Tensor] = None
+        self.values: Optional[torch.Tensor] = None
+
+
+class KVCache:
+    """Time-attention keys/values of already-processed frames for every layer of one transformer.
+
+    The cached frames have absolute indices start .. start + length - 1. Space attention and the MLP
+    are per frame, so the time-attention keys/values are all a later frame needs from an earlier one.
+    The cache is only valid while the cached frames' inputs (and, for models with additive time
+    positions, their positions) stay what they were when they were committed.
+    """
+
+    def __init__(self, n_layers: int, start: int = 0):
+        self.layers = [LayerKV() for _ in range(n_layers)]
+        self.start = int(start)
+        self.length = 0
+
+    @property
+    def end(self) -> int:
+        """Absolute index of the frame that follows the cached ones."""
+        return self.start + self.length
+
+    def clear(self, start: int = 0) -> None:
+        for layer in self.layers:
+            layer.keys = layer.values = None
+        self.start, self.length = int(start), 0
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the n oldest frames (rolling window; exact only for relative time positions)."""
+        n = min(int(n), self.length)
+        if n <= 0:
+            return
+        for layer in self.layers:
+            if layer.keys is not None:
+                layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
+        self.start += n
+        self.length -= n
+
+
+def time_attention_mask(q_start: int, n_q: int, k_start: int, n_k: int, window: Optional[int],
+                        device=None) -> Optional[torch.Tensor]:
+    """(n_q, n_k) bool: query frame q_start + i may attend to key frame k_start + j when
+    0 <= (q_start + i) - (k_start + j) <= window (window None: no upper bound). None when all true."""
+    q = torch.arange(q_start, q_start + n_q)[:, None]
+    k = torch.arange(k_start, k_start + n_k)[None, :]
+    allow = q >= k
+    if window is not None:
+        allow &= (q - k) <= window
+    return None if bool(allow.all()) else allow.to(device)
 
 
 def sinusoid_table(n: int, d: int, device=None, base: float = 10000.0) -> torch.Tensor:
@@ -258,15 +389,18 @@ def sinusoid_table(n: int, d: int, device=None, base: float = 10000.0) -> torch.
     return torch.where((i % 2) == 0, torch.sin(ang), torch.cos(ang))
 
 
-def add_positions(tokens: torch.Tensor, tf: TransformerConfig) -> torch.Tensor:
+def add_positions(tokens: torch.Tensor, tf: TransformerConfig, frame_offset: int = 0) -> torch.Tensor:
     """tokens (B, T, S, D) + (pos_t[t] + pos_s[s]) [* 1/sqrt(D)]; without the time table under time RoPE.
 
-    Positions restart at 0 on every call (window-relative), as upstream.
+    Positions restart at 0 on every call (window-relative), as upstream; `frame_offset` gives the
+    frames time positions offset .. offset + T - 1 instead (frames that follow cached ones).
     """
     _, T, S, D = tokens.shape
     pos = sinusoid_table(S, D, tokens.device)[None, None]
     if not tf.time_rope:
-        pos = sinusoid_table(T, D, tokens.device)[None, :, None, :] + pos
+        pos_t = sinusoid_table(T, D, tokens.device) if frame_offset == 0 else \
+            sinusoid_table(frame_offset + T, D, tokens.device)[frame_offset:]
+        pos = pos_t[None, :, None, :] + pos
     if tf.scale_pos_embeds:
         pos = pos * (1.0 / math.sqrt(D))
     return tokens + pos.to(tokens.dtype)

@@ -1,0 +1,216 @@
+"""The world model behind the demo: checkpoints, encoding, decoding and a per-session sampler.
+
+A backend object holds one tokenizer and one dynamics model and is shared by every browser
+session; all model calls go through `lock` (one inference at a time: on a small CPU two concurrent
+passes only fight over the cores). Each session owns its own `Sampler` (stream state and KV cache).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from shared.config import ConfigError, check_compatible, get_preset, replace
+from shared.io import CheckpointError
+
+
+UPSTREAM_TOKENIZER_CLIP = 8      # upstream trains its tokenizer on 8-frame clips (DREAMER4.md section 3)
+
+
+class StartupError(Exception):
+    """A problem found before serving (bad checkpoint path or kind, incompatible models, data);
+    the demo prints the message on one line and exits non-zero."""
+
+
+BACKENDS = ("torch", "jax")
+
+
+def load_backend(name: str, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
+                 device: str = "cpu", context_mode: str = "upstream", seed: int = 0):
+    if name == "torch":
+        return TorchWorldModel.from_paths(tokenizer, dynamics, random_weights=random_weights, device=device,
+                                          context_mode=context_mode, seed=seed)
+    if name == "jax":
+        raise StartupError("the JAX backend's sampler is not in this version of the demo yet; use --backend torch")
+    raise StartupError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def randomize_for_display(dynamics, seed: int = 0) -> None:
+    """Random-weight models predict zeros (the flow head is zero-initialised) and barely react to
+    actions (fc2 ~ N(0, 1e-3)); give both heads visible weights so an untrained model still moves."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = dynamics.flow_x_head.weight
+        w.copy_(torch.randn(w.shape, generator=g) / w.shape[1] ** 0.5)
+        fc2 = dynamics.action_encoder.fc2.weight
+        fc2.copy_(torch.randn(fc2.shape, generator=g) * 0.05)
+
+
+class TorchWorldModel:
+    backend = "torch"
+
+    def __init__(self, tokenizer, dynamics, *, device: str = "cpu", context_mode: str = "upstream",
+                 source: str = "", clip_frames: Optional[int] = None):
+        import torch
+        self.torch = torch
+        self.tokenizer = tokenizer.to(device).eval()
+        self.dynamics = dynamics.to(device).eval()
+        self.device = torch.device(device)
+        self.context_mode = context_mode
+        self.source = source
+        # The tokenizer never encodes a clip longer than it was trained on (its positions are
+        # window-relative): longer sequences are encoded in chunks of at most clip_frames frames.
+        self.clip_frames = clip_frames
+        self.lock = threading.Lock()
+        tc, dc = tokenizer.config, dynamics.config
+        self.image_size = (tc.image_height, tc.image_width)
+        self.channels = tc.channels
+        self.action_dim = dc.action_dim
+        self.k_max = dc.k_max
+        self.n_spatial, self.d_spatial = dc.n_spatial, dc.d_spatial
+        self.steps_choices = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= dc.k_max]
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_paths(cls, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
+                   device: str = "cpu", context_mode: str = "upstream", seed: int = 0) -> "TorchWorldModel":
+        import torch
+        from dreamer4_torch import Dynamics, Tokenizer
+        if random_weights:
+            try:
+                preset = get_preset(random_weights)
+            except ConfigError as e:
+                raise StartupError(str(e)) from e
+            torch.manual_seed(seed)
+            tok, dyn = Tokenizer(preset.tokenizer), Dynamics(preset.dynamics)
+            randomize_for_display(dyn, seed)
+            return cls(tok, dyn, device=device, context_mode=context_mode,
+                       source=f"random weights ({random_weights} preset)")
+        tok_path, dyn_path = resolve_checkpoint(tokenizer), resolve_checkpoint(dynamics)
+        tok = _load_one(tok_path, "tokenizer", flag=tokenizer)
+        dyn = _load_one(dyn_path, "dynamics", tokenizer=tok_path, flag=dynamics)
+        try:
+            check_compatible(tok.config, dyn.config)
+        except ConfigError as e:
+            raise StartupError(f"the checkpoints do not fit together: {e}") from e
+        return cls(tok, dyn, device=device, context_mode=context_mode, source=f"{tok_path} + {dyn_path}",
+                   clip_frames=tokenizer_clip_frames(tok_path))
+
+    # ------------------------------------------------------------------ model calls
+
+    def encode(self, frames: np.ndarray):
+        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), one causal pass over the T frames."""
+        torch = self.torch
+        video = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float().div_(255.0)[None]
+        chunk = self.clip_frames or video.shape[1]
+        with self.lock, torch.inference_mode():
+            z = torch.cat([self.tokenizer.encode(video[:, s:s + chunk]) for s in range(0, video.shape[1], chunk)],
+                          dim=1)
+            return self.dynamics.pack(z)
+
+    def decode(self, packed) -> np.ndarray:
+        """packed latents (B, T, S, D) -> uint8 frames (B, T, H, W, C); every frame decoded alone (as
+        upstream's demo does: the decoder never sees earlier generated frames)."""
+        torch = self.torch
+        B, T = packed.shape[:2]
+        with self.lock, torch.inference_mode():
+            z = self.dynamics.unpack(packed.reshape(B * T, 1, *packed.shape[2:]))
+            video = self.tokenizer.decode(z)                          # (B*T, 1, C, H, W)
+        img = (video[:, 0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+        return img.reshape(B, T, *img.shape[1:]).cpu().numpy()
+
+    def random_context(self, rng: np.random.Generator):
+        """A start latent when there is no data set: uniform in (-1, 1), like the tanh bottleneck."""
+        z = rng.uniform(-1.0, 1.0, size=(1, 1, self.n_spatial, self.d_spatial)).astype(np.float32)
+        return self.torch.from_numpy(z).to(self.device)
+
+    def new_sampler(self, n_steps: int, context_length: int, history_limit: int, seed: int):
+        from dreamer4_torch.sampler import Sampler
+        generator = self.torch.Generator(device=self.device).manual_seed(int(seed))
+        return Sampler(self.dynamics, n_steps=n_steps, context_length=context_length,
+                       context_mode=self.context_mode, history_limit=history_limit, generator=generator)
+
+    def sampler_reset(self, sampler, context, actions: np.ndarray, act_mask: np.ndarray) -> None:
+        torch = self.torch
+        a = torch.from_numpy(np.asarray(actions, np.float32)).to(self.device)[None]
+        m = torch.from_numpy(np.asarray(act_mask, np.float32)).to(self.device)
+        with self.lock:
+            sampler.reset(context, a, m)
+
+    def sampler_step(self, sampler, action: np.ndarray):
+        torch = self.torch
+        a = torch.from_numpy(np.asarray(action, np.float32)).to(self.device)[None]
+        with self.lock, torch.inference_mode():
+            return sampler.step(a)[:, None]                           # (1, 1, S, D)
+
+    def rollout(self, context, actions: np.ndarray, act_mask: np.ndarray, horizon: int, n_steps: int,
+                context_length: int, seed: int):
+        from dreamer4_torch.sampler import rollout
+        torch = self.torch
+        a = torch.from_numpy(np.asarray(actions, np.float32)).to(self.device)[None]
+        m = torch.from_numpy(np.asarray(act_mask, np.float32)).to(self.device)
+        g = torch.Generator(device=self.device).manual_seed(int(seed))
+        with self.lock, torch.inference_mode():
+            return rollout(self.dynamics, context, a, m, horizon, n_steps=n_steps, noise=g,
+                           context_mode=self.context_mode, context_length=context_length)
+
+    def describe(self) -> str:
+        tc, dc = self.tokenizer.config, self.dynamics.config
+        n_tok = sum(p.numel() for p in self.tokenizer.parameters())
+        n_dyn = sum(p.numel() for p in self.dynamics.parameters())
+        return (f"PyTorch on {self.device.type}: tokenizer {tc.image_height}x{tc.image_width} "
+                f"({n_tok / 1e6:.1f}M params), dynamics D{dc.transformer.d_model} x{dc.transformer.depth} "
+                f"({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}); {self.source}")
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint directory as given, or the newest checkpoint of a training run directory
+    (RUN_DIR/checkpoints/latest)."""
+    p = Path(path)
+    latest = p / "checkpoints" / "latest"
+    if p.is_dir() and not (p / "config.json").exists() and latest.exists():
+        return str(latest)
+    return str(path)
+
+
+def tokenizer_clip_frames(path: str) -> Optional[int]:
+    """The clip length the tokenizer was trained on: options.json of a training checkpoint, 8 for
+    upstream's files, else unknown (None)."""
+    p = Path(path)
+    if p.is_file():
+        return UPSTREAM_TOKENIZER_CLIP
+    try:
+        from dreamer4_torch.train.common import tokenizer_clip_frames as recorded
+    except ImportError:
+        return None
+    return recorded(p)
+
+
+def _load_one(path: str, kind: str, tokenizer: Optional[str] = None, flag: Optional[str] = None):
+    """A native checkpoint directory, or an upstream .pt file (imported on the fly), of `kind`."""
+    from dreamer4_torch import Dynamics, Tokenizer, load_model
+    p = Path(path)
+    if not p.exists():
+        raise StartupError(f"--{kind} {flag or path}: no such file or directory")
+    expected = Tokenizer if kind == "tokenizer" else Dynamics
+    try:
+        if p.is_file():
+            from convert.upstream import detect_kind, load_upstream, read_upstream_file
+            found = detect_kind(read_upstream_file(p))
+            if found != kind:
+                raise StartupError(f"--{kind} {path} holds an upstream {found} checkpoint, but a {kind} "
+                                   "checkpoint was expected")
+            model = load_upstream(p, tokenizer=tokenizer if kind == "dynamics" else None)
+        else:
+            model = load_model(p, kind=kind)
+    except (CheckpointError, ConfigError) as e:
+        raise StartupError(f"--{kind} {path}: {e}") from e
+    if not isinstance(model, expected):
+        other = "tokenizer" if kind == "dynamics" else "dynamics"
+        raise StartupError(f"--{kind} {path} holds a {other} checkpoint, but a {kind} checkpoint was expected")
+    return model

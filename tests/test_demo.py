@@ -1,0 +1,202 @@
+"""The Gradio demo: served over HTTP and driven with gradio_client; start-up errors; session logic."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from demo.backend import StartupError, TorchWorldModel, load_backend
+from demo.data import DatasetSource, NoDataSource
+from demo.session import Session, open_loop, side_by_side_gif, comparison_grid
+from dreamer4_torch import Dynamics, Tokenizer, save_model
+from shared.config import get_preset, replace
+
+from .demo_utils import DemoServer, make_checkpoints, make_dataset, run_demo
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return make_checkpoints(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints):
+    tok, dyn = checkpoints
+    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn)
+    yield srv
+    srv.stop()
+
+
+def image(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def step(client, action0: float, dims: int = 16):
+    return client.predict(*([action0] + [0.0] * (dims - 1)), api_name="/step")
+
+
+# --------------------------------------------------------------------------- served app
+
+def test_client_reset_and_step_different_actions_give_different_frames(server):
+    c = gradio_client.Client(server.url, verbose=False)
+    start, status = c.predict(-1, api_name="/reset")
+    assert "frame 0" in status
+    frames = {}
+    for name, a in (("push", 1.0), ("push again", 1.0), ("pull", -1.0)):
+        c.predict(7, api_name="/reset")                # same start frame and noise every time
+        frames[name] = image(step(c, a)[0])
+    assert frames["push"].shape == (512, 512, 3)       # 16x16 frames upscaled 32x
+    assert np.array_equal(frames["push"], frames["push again"])     # deterministic under a seed
+    assert not np.array_equal(frames["push"], frames["pull"])       # the action changes the frame
+    second, status = step(c, 1.0)
+    assert "frame 2" in status and not np.array_equal(image(second), frames["push"])
+
+
+def test_sessions_keep_their_own_state(server):
+    a = gradio_client.Client(server.url, verbose=False)
+    b = gradio_client.Client(server.url, verbose=False)
+    a.predict(3, api_name="/reset")
+    b.predict(3, api_name="/reset")
+    fa = [image(step(a, 0.5)[0]) for _ in range(3)]
+    fb, status_b = step(b, 0.5)
+    assert "frame 1" in status_b and np.array_equal(image(fb), fa[0])   # b did not move with a
+    _, status_a = step(a, 0.5)
+    assert "frame 4" in status_a
+
+
+def test_api_lists_the_playable_endpoints(server):
+    names = gradio_client.Client(server.url, verbose=False).view_api(print_info=False, return_format="dict")
+    assert {"/reset", "/step", "/set_task", "/open_loop"} <= set(names["named_endpoints"])
+
+
+# --------------------------------------------------------------------------- start-up errors
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("python -m demo: error: "), result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_wrong_path_fails_at_start(checkpoints, tmp_path):
+    tok, _ = checkpoints
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", tmp_path / "nope"), "--dynamics", "no such file")
+
+
+def test_checkpoint_of_the_wrong_kind_fails_at_start(checkpoints):
+    tok, dyn = checkpoints
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", tok), "--dynamics",
+                   "holds a tokenizer checkpoint, but a dynamics checkpoint was expected")
+
+
+def test_incompatible_pair_fails_at_start(checkpoints, tmp_path):
+    tok, _ = checkpoints
+    other = replace(get_preset("tiny").dynamics, n_latents=8)
+    save_model(Dynamics(other), tmp_path / "dyn8")
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", tmp_path / "dyn8"), "do not fit together",
+                   "n_latents")
+
+
+def test_missing_default_checkpoints_say_what_to_do(tmp_path):
+    one_line_error(run_demo("--run-dir", tmp_path / "run"), "no checkpoints given", "--random-weights")
+    one_line_error(run_demo("--tokenizer", tmp_path), "give both --tokenizer and --dynamics")
+
+
+def test_upstream_files_load_and_wrong_upstream_kind_is_named(tmp_path, checkpoints):
+    from dreamer4_torch import load_model
+    tok, dyn = load_model(checkpoints[0]), load_model(checkpoints[1])
+    tok_args = dict(H=16, W=16, C=3, patch=4, d_model=32, n_heads=2, depth=2, n_latents=4, d_bottleneck=8,
+                    dropout=0.0, mlp_ratio=4.0, time_every=1, mae_p_min=0.0, mae_p_max=0.5)
+    dyn_args = dict(d_model_dyn=32, dyn_depth=2, n_heads=2, dropout=0.0, mlp_ratio=4.0, time_every=1,
+                    packing_factor=2, n_register=2, n_agent=1, space_mode="wm_agent_isolated", k_max=8)
+    torch.save({"model": {"module." + k: v for k, v in tok.state_dict().items()}, "args": tok_args,
+                "scale_pos_embeds": True}, tmp_path / "tok.pt")
+    torch.save({"dynamics": dyn.state_dict(), "args": dyn_args, "scale_pos_embeds": True}, tmp_path / "dyn.pt")
+    model = load_backend("torch", str(tmp_path / "tok.pt"), str(tmp_path / "dyn.pt"))
+    native = load_backend("torch", *checkpoints)
+    ctx = model.random_context(np.random.default_rng(0))
+    assert np.array_equal(model.decode(ctx), native.decode(ctx))
+    with pytest.raises(StartupError, match="holds an upstream tokenizer checkpoint, but a dynamics"):
+        load_backend("torch", str(tmp_path / "tok.pt"), str(tmp_path / "tok.pt"))
+
+
+# --------------------------------------------------------------------------- sessions and data
+
+@pytest.fixture(scope="module")
+def model(checkpoints):
+    return load_backend("torch", *checkpoints)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def source(data_dir):
+    return DatasetSource.open(data_dir, image_size=(16, 16), action_pad=16)
+
+
+def test_keys_push_the_selected_dimension_with_upstreams_smoothing(model):
+    s = Session(model, NoDataSource(16), task="walker-walk", seed=0)     # 6 action dimensions
+    s.select(+1)
+    s.key("up", True)
+    a1 = s.next_action().copy()
+    a2 = s.next_action().copy()
+    assert a1[1] == pytest.approx(0.183, abs=1e-6) and a2[1] == pytest.approx(0.183 + 0.817 * 0.183, abs=1e-6)
+    assert np.count_nonzero(a1) == 1
+    s.key("up", False)
+    s.key("down", True)
+    assert s.next_action()[1] == pytest.approx(0.817 * a2[1] - 0.183, abs=1e-6)
+    s.select(-2)
+    assert s.selected_dim == 5                        # cycles over the task's dimensions
+
+
+def test_reset_starts_from_the_tasks_episodes_and_masks_its_actions(model, source):
+    s = Session(model, source, task="reacher-easy", start_frames=3, seed=0)
+    assert s.action_dim == 2 and s.sampler.n_frames == 3 and "episode" in s.start_note
+    s.set_sliders([0.5, -0.5, 0.9])                   # the third dimension is not reacher's
+    for _ in range(60):                              # 0.817^60 < 1e-5
+        a = s.next_action()
+    assert a[:2] == pytest.approx([0.5, -0.5], abs=1e-3) and a[2] == 0.0
+    frame = s.advance()
+    assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8 and s.display().shape == (512, 512, 3)
+    s.reset("cartpole-swingup")
+    assert s.action_dim == 1 and s.sampler.n_frames == 3 and s.frame_index == 0
+
+
+def test_open_loop_compares_a_heldout_episode(model, source, tmp_path):
+    result = open_loop(model, source, "cartpole-swingup", context_frames=2, horizon=6, n_steps=2,
+                       context_length=4, seed=0)
+    assert result.truth.shape == result.predicted.shape == (6, 16, 16, 3)
+    assert result.psnr_model.shape == result.psnr_floor.shape == (6,) and np.isfinite(result.psnr_model).all()
+    assert not np.array_equal(result.predicted[0], result.predicted[-1])
+    gif = Image.open(side_by_side_gif(result, str(tmp_path / "x.gif")))
+    assert gif.n_frames == 8
+    assert comparison_grid(result).shape[1] > comparison_grid(result).shape[0]
+
+
+def test_served_app_with_data_starts_from_episodes_and_runs_the_open_loop_view(checkpoints, data_dir):
+    tok, dyn = checkpoints
+    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn, "--data", data_dir, "--start-frames", "2")
+    try:
+        c = gradio_client.Client(srv.url, verbose=False)
+        frame, status, *sliders = c.predict("reacher-easy", api_name="/set_task")
+        assert "task reacher-easy" in status and "first 2 frame(s)" in status and "action dim 1/2" in status
+        gif, grid, plot, summary = c.predict("reacher-easy", "random", 2, 5, "2", 8, api_name="/open_loop")
+        assert Image.open(gif).n_frames == 7 and image(grid).shape[0] > 0
+        assert "5 predicted" in summary and "mean PSNR" in summary
+        series = {row[2] for row in plot["data"]}
+        assert len(plot["data"]) == 15 and series == {"model", "repeat last context frame", "tokenizer reconstruction"}
+    finally:
+        srv.stop()
+
+
+def test_bad_data_and_task_fail_at_start(checkpoints, data_dir, tmp_path):
+    tok, dyn = checkpoints
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", tmp_path / "none"), "--data")
+    one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", data_dir, "--task", "walker-walk"),
+                   "--task walker-walk: not one of the 2 tasks of the data set")
