@@ -38,6 +38,12 @@ def logger_init(self, run_dir, w, options, resumed_at=None):
 
 R.Logger.__init__ = logger_init
 R.record_options = lambda options, w: None
+# Each lone process encodes the whole data set into its own latent cache.
+import dreamer4_torch.train.dynamics as DY  # noqa: E402
+
+_build = DY.build_latent_cache
+DY.build_latent_cache = lambda tokenizer, tdir, ddir, cdir, chunk, w, **kw: _build(
+    tokenizer, tdir, ddir, cdir, chunk, D.World(0, 1, 0, w.device), **kw)
 from dreamer4_torch.train.__main__ import main  # noqa: E402
 
 sys.exit(main([kind, *sys.argv[4:]]))
