@@ -295,6 +295,7 @@ class BlockCausalTransformer(Module):
         self.config = tf
         self.layers = nnx.List(
             [BlockCausalLayer(tf, space_mask, i, n_time_slots, rngs=rngs) for i in range(tf.depth)])
+        self.norm = RMSNorm(tf.d_model) if tf.final_norm else None
 
     def time_rope(self, n_frames: int, dtype=jnp.float32, frame_offset: int = 0):
         """cos/sin tables for time RoPE over frames offset..offset+T-1 (None when RoPE is off)."""
@@ -308,7 +309,7 @@ class BlockCausalTransformer(Module):
         rope = self.time_rope(x.shape[1], x.dtype)
         for layer in self.layers:
             x = layer(x, rope)
-        return x
+        return x if self.norm is None else self.norm(x)
 
 
 def add_positions(tokens: jax.Array, tf: TransformerConfig) -> jax.Array:

@@ -266,6 +266,7 @@ class BlockCausalTransformer(nn.Module):
         self.config = tf
         self.layers = nn.ModuleList(
             [BlockCausalLayer(tf, space_mask, i, n_time_slots) for i in range(tf.depth)])
+        self.norm = RMSNorm(tf.d_model) if tf.final_norm else None
 
     def time_rope(self, n_frames: int, device, dtype, frame_offset: int = 0):
         """cos/sin tables for time RoPE over frames offset..offset+T-1 (None when RoPE is off)."""
@@ -294,7 +295,7 @@ class BlockCausalTransformer(nn.Module):
             rope = self.time_rope(x.shape[1], x.device, x.dtype)
             for layer in self.layers:
                 x = layer(x, rope)
-            return x
+            return x if self.norm is None else self.norm(x)
         T = x.shape[1]
         if not 0 <= commit <= T:
             raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
@@ -316,7 +317,7 @@ class BlockCausalTransformer(nn.Module):
                           query_from=outputs_from if i == last_time else 0)
         if cache is not None:
             cache.length += commit
-        return x
+        return x if self.norm is None else self.norm(x)
 
 
 class LayerKV:

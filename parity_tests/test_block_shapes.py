@@ -43,7 +43,7 @@ def make_tf(s: dict, **changes) -> TransformerConfig:
     fields.update(changes)
     tf = TransformerConfig(**fields)
     if s["paper"]:
-        tf = dataclasses.replace(tf, qk_norm=True, n_kv_heads=s["kv_heads"], logit_softcap=4.0, time_rope=True)
+        tf = dataclasses.replace(tf, qk_norm=True, final_norm=True, n_kv_heads=s["kv_heads"], logit_softcap=4.0, time_rope=True)
     return tf
 
 

@@ -24,7 +24,7 @@ from .helpers import block_table, compare, derive_seed, dropout_source, pair
 TOL = 1e-5
 TINY = get_preset("tiny")
 TF = TransformerConfig(d_model=32, n_heads=4, depth=2, time_every=1)
-PAPER = dict(qk_norm=True, n_kv_heads=2, logit_softcap=5.0, time_rope=True)
+PAPER = dict(qk_norm=True, final_norm=True, n_kv_heads=2, logit_softcap=5.0, time_rope=True)
 TOK_LAYOUT = tokenizer_layout(TINY.tokenizer)           # 4 latents + 16 patches
 DYN_LAYOUT = dynamics_layout(TINY.dynamics)             # action, signal, step, 2 spatial, 2 registers, 1 agent
 

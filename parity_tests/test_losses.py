@@ -25,7 +25,7 @@ LOSS_TOL = 1e-5
 GRAD_TOL = 1e-4
 DROPOUT = 0.1
 TINY = get_preset("tiny")
-PAPER = dict(transformer__qk_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=20.0,
+PAPER = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=20.0,
              transformer__time_rope=True)
 
 

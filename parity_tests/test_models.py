@@ -21,7 +21,7 @@ from shared.params import param_table
 from .helpers import compare, pair
 
 TOL = 1e-4
-PAPER = dict(transformer__qk_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=20.0,
+PAPER = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=20.0,
              transformer__time_rope=True, transformer__time_every=2)
 
 _encode = nnx.jit(lambda m, v, keep: m.encode(v, keep))

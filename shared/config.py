@@ -73,6 +73,10 @@ class TransformerConfig:
     logit_softcap: float = 0.0     # cap * tanh(logits / cap); 0 disables
     time_rope: bool = False        # RoPE over frames in time attention instead of the additive time table
     rope_base: float = 10000.0
+    # RMSNorm on the output of the last layer (parameter `<prefix>.norm.scale`). Upstream has none:
+    # its pre-norm residual stream reaches the tanh bottleneck unnormalised, which saturates small
+    # tokenizers trained from scratch (see README, "Training").
+    final_norm: bool = False
 
     def validate(self, prefix: str = "transformer") -> None:
         _check_types(self, prefix)

@@ -85,6 +85,8 @@ def transformer_params(prefix: str, tf: TransformerConfig) -> list[ParamSpec]:
         params += _norm(f"{p}.norm3", tf.d_model)
         params += _linear(f"{p}.mlp.fc_in", tf.d_model, 2 * tf.mlp_hidden)
         params += _linear(f"{p}.mlp.fc_out", tf.mlp_hidden, tf.d_model)
+    if tf.final_norm:
+        params += _norm(f"{prefix}.norm", tf.d_model)
     return params
 
 

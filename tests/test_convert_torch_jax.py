@@ -19,7 +19,7 @@ from shared.config import get_preset, replace  # noqa: E402
 from shared.params import param_table  # noqa: E402
 
 TINY = get_preset("tiny")
-PAPER = dict(transformer__qk_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
+PAPER = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
              transformer__time_rope=True, transformer__time_every=2)
 
 

@@ -8,7 +8,7 @@ from shared.config import get_preset, replace
 from shared.params import count_params, param_table
 
 TINY = get_preset("tiny")
-PAPER_TF = dict(transformer__qk_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
+PAPER_TF = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
                 transformer__time_rope=True)
 
 

@@ -17,7 +17,7 @@ from shared.config import TransformerConfig, get_preset, replace  # noqa: E402
 from shared.params import count_params, param_table  # noqa: E402
 
 TINY = get_preset("tiny")
-PAPER_TF = dict(transformer__qk_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
+PAPER_TF = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
                 transformer__time_rope=True)
 
 
