@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast parity bench clean
+.PHONY: install quickstart test test-fast parity bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The main job on its embedded defaults: collect a small DMControl data set, train the dmc64 tokenizer
+# and dynamics model on the CPU, write the report, open the demo. ARGS passes options through
+# (e.g. make quickstart ARGS=--gpu; make quickstart ARGS=--no-demo).
+quickstart: $(STAMP)
+	$(BIN)/python -m dreamer4_torch.quickstart $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -39,8 +39,8 @@ class Recipe:
 
 
 RECIPES = {
-    "cpu": Recipe(preset="dmc64", size=64, tasks=CPU_TASKS, episodes=10, tokenizer_minutes=17.0,
-                  dynamics_minutes=17.0, tokenizer_steps=4000, dynamics_steps=4000),
+    "cpu": Recipe(preset="dmc64", size=64, tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
+                  dynamics_minutes=15.0, tokenizer_steps=3000, dynamics_steps=1800),
     "gpu": Recipe(preset="dmc128", size=128, tasks="all", episodes=20, tokenizer_minutes=240.0,
                   dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000),
 }
@@ -103,14 +103,25 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default=None, help="comma-separated tasks (default: the recipe's)")
     ap.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the recipe's)")
     ap.add_argument("--episode-steps", type=int, default=500, help="agent steps per episode (500 = the data set's)")
-    ap.add_argument("--preset", default=None, help="model preset (default: the recipe's; 'tiny' for a smoke test)")
+    ap.add_argument("--preset", default=None, choices=["tiny", "dmc64", "dmc128"],
+                    help="model preset (default: the recipe's; 'tiny' for a smoke test)")
     ap.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer training time budget")
     ap.add_argument("--dynamics-minutes", type=float, default=None, help="dynamics training time budget")
     ap.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (the budget may stop it earlier)")
     ap.add_argument("--dynamics-steps", type=int, default=None, help="dynamics steps (the budget may stop it earlier)")
+    ap.add_argument("--eval-every", type=int, default=1000, help="evaluate every N training steps (and at the end)")
+    ap.add_argument("--eval-sequences", type=int, default=48, help="held-out sequences per evaluation")
     ap.add_argument("--port", type=int, default=7860, help="demo port")
     ap.add_argument("--no-demo", action="store_true", help="stop after the report instead of serving the demo")
     args = ap.parse_args(argv)
+    for name in ("episodes", "episode_steps", "tokenizer_steps", "dynamics_steps", "eval_every", "eval_sequences"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("tokenizer_minutes", "dynamics_minutes"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = no time limit), got {value}")
 
     recipe = RECIPES["gpu" if args.gpu else "cpu"]
     preset = args.preset or recipe.preset
@@ -132,18 +143,19 @@ def main(argv=None) -> int:
          "--size", str(size), "--out", str(data_dir), "--episode-steps", str(args.episode_steps)])
 
     say(f"2/5 train the tokenizer (about {tok_minutes:.0f} min)")
-    common = ["--preset", preset, "--data", str(data_dir), "--eval-sequences", "48"]
+    common = ["--preset", preset, "--data", str(data_dir), "--eval-sequences", str(args.eval_sequences),
+              "--eval-every", str(args.eval_every)]
     tok = train_stage("tokenizer", run_dir / "tokenizer",
                       [*common, "--max-minutes", str(tok_minutes),
                        *(["--steps", str(args.tokenizer_steps or recipe.tokenizer_steps)]),
-                       "--eval-every", "500", *recipe.extra_tokenizer])
+                       *recipe.extra_tokenizer])
 
     say(f"3/5 train the dynamics model (about {dyn_minutes:.0f} min)")
     dyn = train_stage("dynamics", run_dir / "dynamics",
                       [*common, "--tokenizer", str(run_dir / "tokenizer" / "checkpoints" / "latest"),
                        "--max-minutes", str(dyn_minutes),
                        *(["--steps", str(args.dynamics_steps or recipe.dynamics_steps)]),
-                       "--eval-every", "500", *recipe.extra_dynamics])
+                       *recipe.extra_dynamics])
 
     say("4/5 report")
     path = report(run_dir, tok, dyn, recipe, data_dir)

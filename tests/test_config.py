@@ -33,7 +33,7 @@ def test_dmc128_is_upstream_default():
     assert d.n_tokens == 16 and d.space_mode == "wm_agent_isolated"
     for tf in (t.transformer, d.transformer):
         assert tf.scale_pos_embeds and not tf.qk_norm and tf.n_kv_heads == 0 and tf.logit_softcap == 0
-        assert not tf.time_rope
+        assert not tf.time_rope and not tf.final_norm
 
 
 def test_unknown_preset():

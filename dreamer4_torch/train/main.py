@@ -29,6 +29,9 @@ def run(kind: str, options) -> int:
             from .dynamics import DynamicsTask as TaskClass
         task = TaskClass(options, world)
         train(task, options, task.config, world)
+        # Leave together: a rank that tears its process group down while another still has gloo
+        # traffic in flight can abort the other (seen under heavy CPU load).
+        D.barrier(world)
         return 0
     except (DatasetError, CheckpointError, TrainingError) as e:
         print(f"error (rank {world.rank}): {e}", file=sys.stderr, flush=True)

@@ -1,0 +1,105 @@
+"""The quickstart pipeline end to end at tiny sizes: collect -> tokenizer -> dynamics -> report -> demo.
+
+The same code path as `make quickstart`, shortened (tiny preset, 16x16 frames, two short tasks, a few
+steps). The demo stage is started for real and must answer HTTP before the test stops it.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quickstart_cmd(data: Path, out: Path, *extra) -> list[str]:
+    return [sys.executable, "-m", "dreamer4_torch.quickstart", "--preset", "tiny",
+            "--tasks", "cartpole-swingup,reacher-easy", "--episodes", "3", "--episode-steps", "40",
+            "--tokenizer-steps", "12", "--dynamics-steps", "12", "--eval-every", "6", "--eval-sequences", "4",
+            "--data", str(data), "--out", str(out), *map(str, extra)]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the pipeline exited ({proc.returncode}) before the demo answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"no answer from {url} within {timeout:.0f}s")
+
+
+def test_quickstart_pipeline_end_to_end(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "runs"
+    port = free_port()
+    log = tmp_path / "quickstart.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(quickstart_cmd(data, out, "--port", port), cwd=ROOT, env=ENV, stdout=f,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            status = wait_for_http(f"http://127.0.0.1:{port}/", proc, timeout=900)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    text = log.read_text()
+    assert status == 200, text[-3000:]
+    for stage in ("1/5 collect", "2/5 train the tokenizer", "3/5 train the dynamics", "4/5 report", "5/5 the demo"):
+        assert stage in text, f"stage {stage!r} missing from the log:\n{text[-3000:]}"
+
+    # Every stage left its products: data set, two finished runs, curves, rollout GIFs, the report.
+    assert json.loads((data / "meta.json").read_text())["num_episodes"] == 6
+    for kind in ("tokenizer", "dynamics"):
+        done = json.loads((out / kind / "done.json").read_text())
+        assert done["step"] == 12 and done["eval"], done
+        assert (out / kind / "curves.png").stat().st_size > 0
+    gifs = sorted((out / "dynamics" / "images").glob("*.gif"))
+    assert gifs, "no rollout GIF"
+    report = (out / "report.md").read_text()
+    dyn_eval = json.loads((out / "dynamics" / "done.json").read_text())["eval"]
+    assert f"{dyn_eval['psnr_h4']:.2f}" in report and f"{dyn_eval['floor_h4']:.2f}" in report
+    assert "repeat-last-frame" in report
+
+    # Re-running skips the finished stages (and, with --no-demo, returns after the report).
+    again = subprocess.run(quickstart_cmd(data, out, "--no-demo"), cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "tokenizer: already trained (12 steps)" in again.stdout
+    assert "dynamics: already trained (12 steps)" in again.stdout
+    assert "5/5" not in again.stdout
+
+
+def test_quickstart_help_names_the_recipes():
+    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.quickstart", "--help"], cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "--gpu" in r.stdout and "dmc128" in r.stdout and "dmc64" in r.stdout
+
+
+@pytest.mark.parametrize("bad, message", [(["--episodes", "0"], "--episodes"),
+                                          (["--preset", "huge"], "--preset")])
+def test_quickstart_rejects_bad_arguments(bad, message, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.quickstart", "--data", str(tmp_path / "d"),
+                        "--out", str(tmp_path / "r"), *bad], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()
