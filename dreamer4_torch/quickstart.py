@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -50,11 +51,36 @@ def say(message: str) -> None:
     print(f"\n=== {message}", flush=True)
 
 
+def _stop_child(child: subprocess.Popen) -> None:
+    """SIGTERM/SIGINT to the pipeline: pass it on to the running stage (trainers save a checkpoint and
+    exit; the demo shuts down) so that nothing is left running, then exit."""
+
+    def handler(signum, frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        raise SystemExit(128 + signum)
+
+    return handler
+
+
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
-    result = subprocess.run(cmd)
-    if result.returncode != 0:
-        raise SystemExit(f"quickstart: stage failed (exit code {result.returncode}); fix the problem above and "
+    # Its own session: a Ctrl-C in the terminal reaches only this process, which passes it on once
+    # (a second SIGINT would make a trainer abandon its final checkpoint).
+    child = subprocess.Popen(cmd, start_new_session=True)
+    handler = _stop_child(child)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        returncode = child.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if returncode != 0:
+        raise SystemExit(f"quickstart: stage failed (exit code {returncode}); fix the problem above and "
                          "re-run the same command: finished stages are skipped, interrupted ones resume")
 
 

@@ -63,6 +63,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
                 proc.kill()
     text = log.read_text()
     assert status == 200, text[-3000:]
+    # Stopping the pipeline stops the demo it started (no orphaned server keeps the port).
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
     for stage in ("1/5 collect", "2/5 train the tokenizer", "3/5 train the dynamics", "4/5 report", "5/5 the demo"):
         assert stage in text, f"stage {stage!r} missing from the log:\n{text[-3000:]}"
 
