@@ -17,7 +17,7 @@ from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear
+from .layers import BlockCausalTransformer, KVCache, Module, add_positions, host_zeros, linear
 
 
 def pack(z: jax.Array, packing_factor: int) -> jax.Array:
@@ -138,21 +138,36 @@ class Dynamics(Module):
         dtype = parts[3].dtype
         return jnp.concatenate([jnp.asarray(p).astype(dtype) for p in parts], axis=2)
 
+    def new_cache(self, start: int = 0) -> KVCache:
+        """An empty time-attention KV cache for generation (see dreamer4_jax.sampler)."""
+        return self.transformer.new_cache(start)
+
     def __call__(self, packed: jax.Array, *, signal_idx: jax.Array, step_idx: jax.Array,
                  actions: Optional[jax.Array] = None, act_mask: Optional[jax.Array] = None,
-                 agent_tokens: Optional[jax.Array] = None):
+                 agent_tokens: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
+                 commit: int = 0, time_window: Optional[int] = None, outputs_from: int = 0):
         """Predict clean packed latents.
 
         packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
         (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
         produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
         agent_tokens (B, T, n_agent, D) or None (zeros).
+        Generation only (eager, not under jit: the cache is Python state): with `cache` the T frames
+        follow the cached frames (time positions continue from cache.end) and the first `commit` of
+        them are added to the cache; `time_window` limits how many earlier frames each frame sees; only
+        frames `outputs_from`.. are predicted (BlockCausalTransformer.__call__).
         Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
         """
         packed = jnp.asarray(packed)
         self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
-        x = self.transformer(add_positions(x, self.config.transformer))
+        tf = self.config.transformer
+        if cache is None and time_window is None and not outputs_from:
+            x = self.transformer(add_positions(x, tf))
+        else:
+            offset = cache.end if cache is not None else 0
+            x = self.transformer(add_positions(x, tf, frame_offset=offset), cache=cache, commit=commit,
+                                 time_window=time_window, outputs_from=outputs_from)
         x1_hat = self.flow_x_head(x[:, :, slice(*self.spatial_slice)])
         h = x[:, :, slice(*self.agent_slice)] if self.config.n_agent else None
         return x1_hat, h
