@@ -360,13 +360,24 @@ class BlockCausalTransformer(Module):
             for layer in self.layers:
                 x = layer(x, rope)
             return x if self.norm is None else self.norm(x)
+        rope, mask = self.prepare(x.shape[1], x.dtype, cache, commit, time_window, outputs_from)
+        layers = None if cache is None else cache.layers
+        x = self.run(x, rope, mask, layers, commit, outputs_from)
+        if cache is not None:
+            cache.length += commit
+        return x
+
+    def prepare(self, n_frames: int, dtype, cache: Optional["KVCache"], commit: int, time_window: Optional[int],
+                outputs_from: int):
+        """Check a cached/windowed call and compute its time tables: (rope cos/sin or None, numpy time mask or
+        None) for `n_frames` input frames that follow the cache."""
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a dreamer4_jax KVCache (transformer.new_cache()), got {type(cache).__name__}")
         if cache is not None and len(cache.layers) != len(self.layers):
             raise ValueError(f"the cache has {len(cache.layers)} layers, this transformer {len(self.layers)}")
         if time_window is not None and int(time_window) < 0:
             raise ValueError(f"time_window must be >= 0 (or None), got {time_window}")
-        T = x.shape[1]
+        T = n_frames
         if not 0 <= commit <= T:
             raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
         if commit and cache is None:
@@ -376,17 +387,23 @@ class BlockCausalTransformer(Module):
                              "whose outputs are skipped must be cached, and at least one frame is returned")
         q_start = cache.end if cache is not None else 0
         k_start = cache.start if cache is not None else 0
-        rope = self.time_rope(T, x.dtype, frame_offset=q_start)
+        rope = self.time_rope(T, dtype, frame_offset=q_start)
         mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window)
+        return rope, mask
+
+    def run(self, x: jax.Array, rope, mask: Optional[np.ndarray], caches: Optional[list["LayerKV"]], commit: int,
+            outputs_from: int) -> jax.Array:
+        """The layers of a cached/windowed pass on prepared inputs (see prepare): traceable (the mask is a
+        static numpy array, `caches` are LayerKV objects whose arrays may be tracers), so a sampler can jit
+        it with the cached arrays as inputs and outputs. Commits into `caches` but leaves the cache's
+        frame count to the caller."""
         last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
         for i, layer in enumerate(self.layers):
             if i > last_time:
                 x = layer(x)
             else:
-                x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask,
+                x = layer(x, rope, cache=caches[i] if caches is not None else None, commit=commit, mask=mask,
                           query_from=outputs_from if i == last_time else 0)
-        if cache is not None:
-            cache.length += commit
         return x if self.norm is None else self.norm(x)
 
 
@@ -396,9 +413,9 @@ class LayerKV:
 
     __slots__ = ("keys", "values")
 
-    def __init__(self):
-        self.keys: Optional[jax.Array] = None
-        self.values: Optional[jax.Array] = None
+    def __init__(self, keys: Optional[jax.Array] = None, values: Optional[jax.Array] = None):
+        self.keys = keys
+        self.values = values
 
 
 class KVCache:
