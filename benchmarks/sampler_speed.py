@@ -3,7 +3,7 @@
     python -m benchmarks.sampler_speed                       # dmc64 and dmc128, context 8/16/24/64, K=2 and 4
     python -m benchmarks.sampler_speed --presets dmc64 --contexts 16 --steps 2
     python -m benchmarks.sampler_speed --device cuda
-    python -m benchmarks.sampler_speed --backend torch,jax      # JAX rows too (dreamer4_jax.sampler, jit=True)
+    python -m benchmarks.sampler_speed --backend torch,jax      # JAX rows too (dreamer4_jax.sampler)
 
 Every row is the steady state of interactive generation: one stream (B = 1), the window already full,
 so it slides by one frame per generated frame (the cache is rebuilt in the first denoising pass, see
@@ -13,8 +13,8 @@ with the tokenizer's decoder, as upstream's demo does). Random weights (speed do
 JAX rows run the same models converted in memory (convert.torch_jax) through dreamer4_jax.sampler with
 jit="auto" (the demo's setting: compiled model calls in the steady state, which is what is timed, after
 at least two warm-up frames that include the compilations; the uncached "roll" reference, whose input
-grows every frame, runs eagerly) on JAX's default device, and decode with a jit-compiled tokenizer
-decoder; --device applies to torch.
+grows every frame, runs eagerly and its JAX rows include compiling ops for each new shape) on JAX's
+default device, and decode with a jit-compiled tokenizer decoder; --device applies to torch.
 """
 
 from __future__ import annotations

@@ -187,7 +187,8 @@ class TorchWorldModel:
 
 class JaxWorldModel:
     """The demo's engine on the JAX backend: dreamer4_jax models, the JAX sampler (KV-cached; model calls
-    compiled once the window is full, jit="auto"), jit-compiled encoding and decoding. Same interface as TorchWorldModel; latents are jax arrays.
+    eager while the window fills, compiled once it is full: jit="auto"), jit-compiled encoding and
+    decoding. Same interface as TorchWorldModel; latents are jax arrays.
 
     Torch checkpoints (and random weights) are converted in memory (convert.torch_jax.torch_to_jax);
     the noise comes from a per-session torch.Generator, exactly as in the torch engine."""
@@ -274,7 +275,7 @@ class JaxWorldModel:
 
     def new_sampler(self, n_steps: int, context_length: int, history_limit: int, seed: int):
         from dreamer4_jax.sampler import Sampler
-        # compiled model calls once the window is full (the shapes repeat from then on); eager before
+        # compiled model calls once the window is full (the shapes repeat from then on), eager before
         return Sampler(self.dynamics, n_steps=n_steps, context_length=context_length, context_mode=self.context_mode,
                        history_limit=history_limit, noise_fn=self._noise_fn(seed), jit="auto")
 

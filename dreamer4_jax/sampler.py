@@ -22,15 +22,18 @@ makes itself come from `key` (a jax.random key, split once per draw) or from `no
 (any source, e.g. a torch.Generator, called at exactly the points where the torch sampler draws from
 its generator, in the same order). Arrays may be jax or numpy arrays.
 
-The model runs eagerly by default (each op dispatched by JAX; the cache is Python state holding jax
-arrays). `jit=True` runs every model call as a compiled function instead: the cache's arrays go in and
-come out as arguments, the position and RoPE tables are computed on the host and passed as arrays, and
-the time mask (which depends only on the window's shape) is static. That costs one compilation per
-distinct (frames, cached frames, commit) signature: about two per frame while the window fills, then two
-in all for the steady state, after which a frame is several times faster than eagerly. `jit="auto"`
-compiles only the steady state (the window full, so shapes repeat; the demo's choice) and runs the
-filling frames, a whole-history window and the growing uncached "roll" reference eagerly. Compiled and
-eager calls compute the same function (to fp32 rounding) and may be mixed within a stream.
+By default (`jit=False`) the model runs eagerly, op by op, and the cache is Python state holding jax
+arrays. `jit=True` runs every model call as one compiled pass instead: the cache's arrays go in and come
+out as arguments, the position and RoPE tables are computed on the host and passed as arrays, and the
+time mask (which depends only on the window's shape) is static. A repeated call is then ~2.5x faster
+(~10 ms against ~25 ms for the tiny model on the loaded 2-core development machine), but every distinct
+(frames, cached frames, commit) signature costs a compilation of the whole pass (1.6-2.8 s there), about
+two per frame while the window fills. Eager JAX compiles each operation for each new shape too, but
+shares those compilations across models and, when only the cached length changes, recompiles only the
+few time-attention operations that depend on it. `jit="auto"` (the demo's choice) takes the best of
+both: eager while the window fills (and for a whole-history window or the growing uncached "roll"
+reference), compiled once the window is full and the shapes repeat. All settings compute the same
+function (to fp32 rounding) and may be changed within a stream.
 """
 
 from __future__ import annotations
@@ -129,8 +132,8 @@ class Sampler:
     cache). `history_limit` bounds the frames kept (default: the window); the uncached "roll" path keeps
     the whole history because it recomputes it. Draws the sampler makes itself come from `key` (a
     jax.random key or an int seed; None: a fresh random seed) or, when given, `noise_fn(shape) -> array`.
-    `jit` = True compiles the model calls, "auto" only once the window is full (see the module
-    docstring); `use_cache` and `jit` may be changed between steps.
+    `jit`: False (eager model calls), True (compiled) or "auto" (compiled once the window is full), see the
+    module docstring; `use_cache` and `jit` may be changed between steps.
     """
 
     def __init__(self, dynamics: Dynamics, *, n_steps: int = 4, context_length: Optional[int] = 24,
@@ -340,7 +343,7 @@ class Sampler:
         return z
 
     def _steady(self) -> bool:
-        """Whether the next frame's model calls have the shapes of every later frame's (the window is full)."""
+        """Whether this frame's model calls have the shapes of every later frame's (the window is full)."""
         if self.context_length is None or (self.window_mode == "roll" and not self.use_cache):
             return False
         return self.n_frames - self._window_start() == self.context_length
@@ -374,7 +377,7 @@ class Sampler:
 
     def _model(self, packed, signal, steps, acts, cache=None, commit: int = 0, window: Optional[int] = None,
                outputs_from: int = 0) -> jax.Array:
-        """x1_hat of the dynamics model, eagerly or compiled (see jit); commits into `cache` either way."""
+        """x1_hat of the dynamics model, eager or compiled (see jit); commits into `cache` either way."""
         dyn = self.dynamics
         if not self._compiled:
             return dyn(packed, signal_idx=signal, step_idx=steps, actions=acts, cache=cache, commit=commit,
@@ -516,7 +519,7 @@ def rollout(dynamics: Dynamics, context_packed, actions=None, act_mask=None, hor
     context_length: frames a new frame sees (None: all earlier frames, like upstream's evaluation).
     window_mode: "slide" (upstream) or "roll" (time_rope models), see the module docstring.
     use_cache: KV-cached generation (same result as use_cache=False to fp32 rounding).
-    jit: compile the model calls: True, False or "auto" (once the window is full), see Sampler.
+    jit: False (eager model calls), True (compiled) or "auto" (compiled once the window is full), see Sampler.
     Returns the predicted packed latents (B, H, S, D); the model is run in eval mode.
     """
     if not _is_array(context_packed) or context_packed.ndim != 4:

@@ -2,7 +2,7 @@
 
 Open-loop rollouts (dreamer4_torch.sampler.rollout vs dreamer4_jax.sampler.rollout) with and without the
 KV cache, in both window modes (roll needs the paper's time RoPE) and both context modes, long enough
-that the window slides for several frames; and the step-by-step Sampler with its draws taken from one
+that the window slides for several frames, with the JAX model calls eager (the default) and compiled; and the step-by-step Sampler with its draws taken from one
 torch.Generator in both backends (the JAX sampler's noise_fn), with K and the window changed midway,
 which is how the demo's JAX engine reproduces the torch engine's frames.
 """
@@ -36,19 +36,21 @@ def paired_dynamics(cfg, direction, seed):
 
 
 CASES = [
-    # (id, preset, paper options, window mode, context mode, K, context length, horizon)
-    ("tiny-slide-upstream-K4", "tiny", False, "slide", "upstream", 4, 4, 8),
-    ("tiny-slide-noised-K1", "tiny", False, "slide", "noised", 1, 3, 8),
-    ("tiny-slide-upstream-K8-full-history", "tiny", False, "slide", "upstream", 8, None, 6),
-    ("paper-slide-noised-K2", "tiny", True, "slide", "noised", 2, 3, 8),
-    ("paper-roll-upstream-K4", "tiny", True, "roll", "upstream", 4, 3, 8),
-    ("paper-roll-noised-K2", "tiny", True, "roll", "noised", 2, 2, 8),
-    ("dmc64-slide-upstream-K2", "dmc64", False, "slide", "upstream", 2, 3, 5),
+    # (id, preset, paper options, window mode, context mode, K, context length, horizon, JAX jit)
+    ("tiny-slide-upstream-K4", "tiny", False, "slide", "upstream", 4, 4, 8, False),
+    ("tiny-slide-noised-K1", "tiny", False, "slide", "noised", 1, 3, 8, False),
+    ("tiny-slide-upstream-K8-full-history", "tiny", False, "slide", "upstream", 8, None, 6, False),
+    ("paper-slide-noised-K2", "tiny", True, "slide", "noised", 2, 3, 8, False),
+    ("paper-roll-upstream-K4", "tiny", True, "roll", "upstream", 4, 3, 8, False),
+    ("paper-roll-noised-K2", "tiny", True, "roll", "noised", 2, 2, 8, False),
+    ("dmc64-slide-upstream-K2", "dmc64", False, "slide", "upstream", 2, 3, 5, False),
+    ("tiny-slide-noised-K2-jit", "tiny", False, "slide", "noised", 2, 3, 6, True),
+    ("paper-roll-upstream-K2-jit-auto", "tiny", True, "roll", "upstream", 2, 2, 6, "auto"),
 ]
 
 
-@pytest.mark.parametrize("name,preset,paper,window_mode,context_mode,K,C,H", CASES, ids=[c[0] for c in CASES])
-def test_rollout(direction, seed, name, preset, paper, window_mode, context_mode, K, C, H):
+@pytest.mark.parametrize("name,preset,paper,window_mode,context_mode,K,C,H,jit", CASES, ids=[c[0] for c in CASES])
+def test_rollout(direction, seed, name, preset, paper, window_mode, context_mode, K, C, H, jit):
     cfg = get_preset(preset).dynamics
     cfg = replace(cfg, **PAPER) if paper else cfg
     t, j = paired_dynamics(cfg, direction, seed)
@@ -68,7 +70,7 @@ def test_rollout(direction, seed, name, preset, paper, window_mode, context_mode
                 t, torch.from_numpy(ctx), torch.from_numpy(actions), torch.from_numpy(mask), H,
                 noise=torch.from_numpy(noise), context_noise=torch.from_numpy(eps), use_cache=use_cache, **kw)
         out["jax", use_cache] = jax_rollout(j, ctx, actions, mask, H, noise=noise, context_noise=eps,
-                                            use_cache=use_cache, **kw)
+                                            use_cache=use_cache, jit=jit, **kw)
     ref = to_np(out["torch", False])
     assert ref.shape == (B, H, S, D) and np.abs(ref).mean() > 0.05        # predictions are not trivial
     group = f"sampler: rollout ({preset}{', paper options' if paper else ''}, {window_mode})"
@@ -79,7 +81,7 @@ def test_rollout(direction, seed, name, preset, paper, window_mode, context_mode
     }, TOL)
     # The comparison can fail: other starting noise for one late frame moves JAX's rollout far away.
     other = jax_rollout(j, ctx, actions, mask, H, noise=noise * np.where(np.arange(H) == H - 2, -1.0, 1.0)[None, :, None, None],
-                        context_noise=eps, use_cache=True, **kw)
+                        context_noise=eps, use_cache=True, jit=jit, **kw)
     assert rel_err(to_np(other), ref) > 100 * TOL
     assert rel_err(to_np(other)[:, :H - 2], ref[:, :H - 2]) <= TOL      # ... and only from that frame on
 
