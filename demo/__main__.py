@@ -4,6 +4,7 @@
     python -m demo --tokenizer runs/tok --dynamics runs/dyn --data data/dmc64
     python -m demo --tokenizer tokenizer.pt --dynamics dynamics.pt   # upstream files, imported on the fly
     python -m demo --random-weights dmc64                 # untrained models, to try the interface
+    python -m demo --backend jax                          # the same checkpoints run by the JAX backend
 
 Open the printed address in a browser. Interactive tab: arrow keys choose (left/right) and push
 (up/down, while held) an action dimension, space plays/pauses, R resets; or use the sliders and
@@ -39,8 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "latent)")
     ap.add_argument("--task", help="task selected when a page opens (default: the first task of the data set or "
                     "the task registry)")
-    ap.add_argument("--backend", choices=["torch", "jax"], default="torch", help="model backend (default: torch)")
-    ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ap.add_argument("--backend", choices=["torch", "jax"], default="torch", help="model backend (default: torch); "
+                    "jax runs dreamer4_jax's sampler, encoder and decoder on the checkpoints converted in memory, or "
+                    "on native JAX checkpoint directories (config.json + params/)")
+    ap.add_argument("--device", default="cpu", help="torch device (default: cpu; --backend jax uses JAX's default "
+                    "device)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     ap.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")

@@ -3,6 +3,13 @@
 A backend object holds one tokenizer and one dynamics model and is shared by every browser
 session; all model calls go through `lock` (one inference at a time: on a small CPU two concurrent
 passes only fight over the cores). Each session owns its own `Sampler` (stream state and KV cache).
+
+Two engines with one interface: `TorchWorldModel` (dreamer4_torch) and `JaxWorldModel` (dreamer4_jax:
+the JAX sampler, tokenizer encoding and decoding). The JAX engine loads the same checkpoints (native
+torch directories, training runs and upstream files, converted in memory with convert.torch_jax) or
+native JAX checkpoint directories (config.json + orbax params/). Both engines draw the sampler's noise
+from a torch.Generator seeded per session, in the same order, so for a seed and a sequence of actions
+the two show the same frames up to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -34,8 +41,37 @@ def load_backend(name: str, tokenizer: Optional[str], dynamics: Optional[str], *
         return TorchWorldModel.from_paths(tokenizer, dynamics, random_weights=random_weights, device=device,
                                           context_mode=context_mode, seed=seed)
     if name == "jax":
-        raise StartupError("the JAX backend's sampler is not in this version of the demo yet; use --backend torch")
+        return JaxWorldModel.from_paths(tokenizer, dynamics, random_weights=random_weights, device=device,
+                                        context_mode=context_mode, seed=seed)
     raise StartupError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def load_models(tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
+                seed: int = 0, jax_checkpoints: bool = False):
+    """(tokenizer, dynamics, source description, tokenizer clip frames) from checkpoint paths or a preset.
+
+    Models are dreamer4_torch modules, except that with `jax_checkpoints` a native JAX checkpoint
+    directory (config.json + params/) is loaded as a dreamer4_jax model."""
+    import torch
+    from dreamer4_torch import Dynamics, Tokenizer
+    if random_weights:
+        try:
+            preset = get_preset(random_weights)
+        except ConfigError as e:
+            raise StartupError(str(e)) from e
+        torch.manual_seed(seed)
+        tok, dyn = Tokenizer(preset.tokenizer), Dynamics(preset.dynamics)
+        randomize_for_display(dyn, seed)
+        return tok, dyn, f"random weights ({random_weights} preset)", None
+    tok_path, dyn_path = resolve_checkpoint(tokenizer), resolve_checkpoint(dynamics)
+    load = _load_one_any if jax_checkpoints else _load_one
+    tok = load(tok_path, "tokenizer", flag=tokenizer)
+    dyn = load(dyn_path, "dynamics", tokenizer=tok_path, flag=dynamics)
+    try:
+        check_compatible(tok.config, dyn.config)
+    except ConfigError as e:
+        raise StartupError(f"the checkpoints do not fit together: {e}") from e
+    return tok, dyn, f"{tok_path} + {dyn_path}", tokenizer_clip_frames(tok_path)
 
 
 def randomize_for_display(dynamics, seed: int = 0) -> None:
@@ -79,27 +115,8 @@ class TorchWorldModel:
     @classmethod
     def from_paths(cls, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
                    device: str = "cpu", context_mode: str = "upstream", seed: int = 0) -> "TorchWorldModel":
-        import torch
-        from dreamer4_torch import Dynamics, Tokenizer
-        if random_weights:
-            try:
-                preset = get_preset(random_weights)
-            except ConfigError as e:
-                raise StartupError(str(e)) from e
-            torch.manual_seed(seed)
-            tok, dyn = Tokenizer(preset.tokenizer), Dynamics(preset.dynamics)
-            randomize_for_display(dyn, seed)
-            return cls(tok, dyn, device=device, context_mode=context_mode,
-                       source=f"random weights ({random_weights} preset)")
-        tok_path, dyn_path = resolve_checkpoint(tokenizer), resolve_checkpoint(dynamics)
-        tok = _load_one(tok_path, "tokenizer", flag=tokenizer)
-        dyn = _load_one(dyn_path, "dynamics", tokenizer=tok_path, flag=dynamics)
-        try:
-            check_compatible(tok.config, dyn.config)
-        except ConfigError as e:
-            raise StartupError(f"the checkpoints do not fit together: {e}") from e
-        return cls(tok, dyn, device=device, context_mode=context_mode, source=f"{tok_path} + {dyn_path}",
-                   clip_frames=tokenizer_clip_frames(tok_path))
+        tok, dyn, source, clip = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed)
+        return cls(tok, dyn, device=device, context_mode=context_mode, source=source, clip_frames=clip)
 
     # ------------------------------------------------------------------ model calls
 
@@ -166,6 +183,158 @@ class TorchWorldModel:
         return (f"PyTorch on {self.device.type}: tokenizer {tc.image_height}x{tc.image_width} "
                 f"({n_tok / 1e6:.1f}M params), dynamics D{dc.transformer.d_model} x{dc.transformer.depth} "
                 f"({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}); {self.source}")
+
+
+class JaxWorldModel:
+    """The demo's engine on the JAX backend: dreamer4_jax models, the JAX sampler (KV-cached; model calls
+    eager while the window fills, compiled once it is full: jit="auto"), jit-compiled encoding and
+    decoding. Same interface as TorchWorldModel; latents are jax arrays.
+
+    Torch checkpoints (and random weights) are converted in memory (convert.torch_jax.torch_to_jax);
+    the noise comes from a per-session torch.Generator, exactly as in the torch engine."""
+
+    backend = "jax"
+
+    def __init__(self, tokenizer, dynamics, *, context_mode: str = "upstream", source: str = "",
+                 clip_frames: Optional[int] = None, converted: bool = False):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+        self.jax, self.jnp = jax, jnp
+        self.tokenizer = tokenizer.eval()
+        self.dynamics = dynamics.eval()
+        self.context_mode = context_mode
+        self.source = source
+        self.converted = converted
+        self.clip_frames = clip_frames
+        self.lock = threading.Lock()
+        self._encode = nnx.jit(lambda m, v: m.encode(v))
+        self._decode = nnx.jit(lambda m, z: m.decode(z))
+        tc, dc = tokenizer.config, dynamics.config
+        self.image_size = (tc.image_height, tc.image_width)
+        self.channels = tc.channels
+        self.action_dim = dc.action_dim
+        self.k_max = dc.k_max
+        self.n_spatial, self.d_spatial = dc.n_spatial, dc.d_spatial
+        self.steps_choices = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= dc.k_max]
+
+    @classmethod
+    def from_paths(cls, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
+                   device: str = "cpu", context_mode: str = "upstream", seed: int = 0) -> "JaxWorldModel":
+        try:
+            import jax  # noqa: F401
+            from convert.torch_jax import torch_to_jax
+        except ImportError as e:
+            raise StartupError(f"--backend jax needs the jax extra (pip install -e '.[jax]'): {e}") from e
+        if device != "cpu":
+            raise StartupError(f"--device {device} applies to the torch backend; --backend jax runs on JAX's "
+                               "default device (set JAX_PLATFORMS to choose it)")
+        tok, dyn, source, clip = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed,
+                                             jax_checkpoints=True)
+        converted = False
+        if not _is_jax_model(tok):
+            tok, converted = torch_to_jax(tok.eval()), True
+        if not _is_jax_model(dyn):
+            dyn, converted = torch_to_jax(dyn.eval()), True
+        return cls(tok, dyn, context_mode=context_mode, source=source, clip_frames=clip, converted=converted)
+
+    # ------------------------------------------------------------------ model calls
+
+    def encode(self, frames: np.ndarray):
+        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), one causal pass over the T frames."""
+        jnp = self.jnp
+        video = np.ascontiguousarray(frames, dtype=np.float32)[None] / np.float32(255.0)
+        chunk = self.clip_frames or video.shape[1]
+        with self.lock:
+            z = jnp.concatenate([self._encode(self.tokenizer, video[:, s:s + chunk])
+                                 for s in range(0, video.shape[1], chunk)], axis=1)
+            return self.dynamics.pack(z)
+
+    def decode(self, packed) -> np.ndarray:
+        """packed latents (B, T, S, D) -> uint8 frames (B, T, H, W, C); every frame decoded alone."""
+        jnp = self.jnp
+        B, T = packed.shape[:2]
+        with self.lock:
+            z = self.dynamics.unpack(jnp.asarray(packed).reshape(B * T, 1, *packed.shape[2:]))
+            video = np.asarray(self._decode(self.tokenizer, z))           # (B*T, 1, C, H, W)
+        img = (np.clip(video[:, 0], 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+        img = img.transpose(0, 2, 3, 1)
+        return img.reshape(B, T, *img.shape[1:])
+
+    def random_context(self, rng: np.random.Generator):
+        """A start latent when there is no data set: uniform in (-1, 1), like the tanh bottleneck."""
+        z = rng.uniform(-1.0, 1.0, size=(1, 1, self.n_spatial, self.d_spatial)).astype(np.float32)
+        return self.jnp.asarray(z)
+
+    @staticmethod
+    def _noise_fn(seed: int):
+        """Draws from a torch.Generator seeded like the torch engine's (the same numbers, in the same order)."""
+        import torch
+        generator = torch.Generator().manual_seed(int(seed))
+        return lambda shape: torch.randn(shape, generator=generator).numpy()
+
+    def new_sampler(self, n_steps: int, context_length: int, history_limit: int, seed: int):
+        from dreamer4_jax.sampler import Sampler
+        # compiled model calls once the window is full (the shapes repeat from then on), eager before
+        return Sampler(self.dynamics, n_steps=n_steps, context_length=context_length, context_mode=self.context_mode,
+                       history_limit=history_limit, noise_fn=self._noise_fn(seed), jit="auto")
+
+    def sampler_reset(self, sampler, context, actions: np.ndarray, act_mask: np.ndarray) -> None:
+        a = np.asarray(actions, np.float32)[None]
+        m = np.asarray(act_mask, np.float32)
+        with self.lock:
+            sampler.reset(context, a, m)
+
+    def sampler_step(self, sampler, action: np.ndarray):
+        a = np.asarray(action, np.float32)[None]
+        with self.lock:
+            z = sampler.step(a)[:, None]                                  # (1, 1, S, D)
+            return z.block_until_ready()
+
+    def rollout(self, context, actions: np.ndarray, act_mask: np.ndarray, horizon: int, n_steps: int,
+                context_length: int, seed: int):
+        from dreamer4_jax.sampler import rollout
+        a = np.asarray(actions, np.float32)[None]
+        m = np.asarray(act_mask, np.float32)
+        with self.lock:
+            return rollout(self.dynamics, context, a, m, horizon, n_steps=n_steps, noise=self._noise_fn(seed),
+                           context_mode=self.context_mode, context_length=context_length, jit="auto")
+
+    def describe(self) -> str:
+        from dreamer4_jax.init import named_params
+        tc, dc = self.tokenizer.config, self.dynamics.config
+        n_tok = sum(int(np.prod(v.shape)) for v in named_params(self.tokenizer).values())
+        n_dyn = sum(int(np.prod(v.shape)) for v in named_params(self.dynamics).values())
+        note = ", converted from PyTorch in memory" if self.converted else ""
+        return (f"JAX {self.jax.__version__} on {self.jax.default_backend()}: tokenizer {tc.image_height}x"
+                f"{tc.image_width} ({n_tok / 1e6:.1f}M params), dynamics D{dc.transformer.d_model} "
+                f"x{dc.transformer.depth} ({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}){note}; {self.source}")
+
+
+def _is_jax_model(model) -> bool:
+    return type(model).__module__.startswith("dreamer4_jax")
+
+
+def is_jax_checkpoint(path) -> bool:
+    """A native JAX checkpoint directory: config.json + an orbax params/ tree."""
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and (p / "params").is_dir()
+
+
+def _load_one_any(path: str, kind: str, tokenizer: Optional[str] = None, flag: Optional[str] = None):
+    """A native JAX checkpoint directory as a dreamer4_jax model, else what _load_one reads (torch)."""
+    if not is_jax_checkpoint(path):
+        return _load_one(path, kind, tokenizer=tokenizer, flag=flag)
+    from dreamer4_jax import Dynamics, Tokenizer, load_model
+    try:
+        model = load_model(path, kind=kind)
+    except (CheckpointError, ConfigError) as e:
+        raise StartupError(f"--{kind} {path}: {e}") from e
+    expected = Tokenizer if kind == "tokenizer" else Dynamics
+    if not isinstance(model, expected):
+        other = "tokenizer" if kind == "dynamics" else "dynamics"
+        raise StartupError(f"--{kind} {path} holds a {other} checkpoint, but a {kind} checkpoint was expected")
+    return model
 
 
 def resolve_checkpoint(path: str) -> str:

@@ -15,9 +15,10 @@ from flax import nnx
 
 from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
+from shared.positions import position_table
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear
+from .layers import BlockCausalTransformer, KVCache, Module, add_positions, host_zeros, linear
 
 
 def pack(z: jax.Array, packing_factor: int) -> jax.Array:
@@ -138,21 +139,63 @@ class Dynamics(Module):
         dtype = parts[3].dtype
         return jnp.concatenate([jnp.asarray(p).astype(dtype) for p in parts], axis=2)
 
+    def new_cache(self, start: int = 0) -> KVCache:
+        """An empty time-attention KV cache for generation (see dreamer4_jax.sampler)."""
+        return self.transformer.new_cache(start)
+
     def __call__(self, packed: jax.Array, *, signal_idx: jax.Array, step_idx: jax.Array,
                  actions: Optional[jax.Array] = None, act_mask: Optional[jax.Array] = None,
-                 agent_tokens: Optional[jax.Array] = None):
+                 agent_tokens: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
+                 commit: int = 0, time_window: Optional[int] = None, outputs_from: int = 0):
         """Predict clean packed latents.
 
         packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
         (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
         produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
         agent_tokens (B, T, n_agent, D) or None (zeros).
+        Generation only: with `cache` the T frames follow the cached frames (time positions continue
+        from cache.end) and the first `commit` of them are added to the cache; `time_window` limits how
+        many earlier frames each frame sees; only frames `outputs_from`.. are predicted
+        (BlockCausalTransformer.__call__). The cache is Python state updated in place, so this call is
+        eager; a compiled step uses generation_tables + prepared_pass (dreamer4_jax.sampler).
         Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
         """
         packed = jnp.asarray(packed)
         self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
-        x = self.transformer(add_positions(x, self.config.transformer))
+        tf = self.config.transformer
+        if cache is None and time_window is None and not outputs_from:
+            return self.heads(self.transformer(add_positions(x, tf)))
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a dreamer4_jax KVCache (model.new_cache()), got {type(cache).__name__}")
+        positions, rope, mask = self.generation_tables(x.shape[1], x.dtype, cache, commit, time_window, outputs_from)
+        out = self.prepared_pass(x, positions, rope, mask, None if cache is None else cache.layers, commit,
+                                 outputs_from)
+        if cache is not None:
+            cache.length += commit
+        return out
+
+    def heads(self, x: jax.Array):
+        """Transformer output (B, T, S, D) -> (x1_hat (B, T, n_spatial, d_spatial), h or None)."""
         x1_hat = self.flow_x_head(x[:, :, slice(*self.spatial_slice)])
         h = x[:, :, slice(*self.agent_slice)] if self.config.n_agent else None
         return x1_hat, h
+
+    def generation_tables(self, n_frames: int, dtype, cache: Optional[KVCache], commit: int,
+                          time_window: Optional[int], outputs_from: int):
+        """Check a cached/windowed call of `n_frames` frames that follow `cache` and compute its tables:
+        (additive positions (T, S, D) numpy float32, time-RoPE cos/sin or None, numpy time mask or None)."""
+        tf = self.config.transformer
+        rope, mask = self.transformer.prepare(n_frames, dtype, cache, commit, time_window, outputs_from)
+        positions = position_table(n_frames, self.layout.n_tokens, tf.d_model, scale=tf.scale_pos_embeds,
+                                   time=not tf.time_rope, frame_offset=cache.end if cache is not None else 0)
+        return positions, rope, mask
+
+    def prepared_pass(self, tokens: jax.Array, positions, rope, mask: Optional[np.ndarray], caches, commit: int,
+                      outputs_from: int):
+        """The cached/windowed forward on assembled tokens and the tables of generation_tables: traceable
+        (`caches` are LayerKV objects whose arrays may be tracers, `mask` a static numpy array), so a sampler
+        can jit it with the cached arrays as inputs and outputs (dreamer4_jax.sampler). Commits into `caches`;
+        the caller updates the cache's frame count."""
+        x = tokens + jnp.asarray(positions, dtype=tokens.dtype)[None]
+        return self.heads(self.transformer.run(x, rope, mask, caches, commit, outputs_from))

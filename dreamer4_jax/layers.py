@@ -13,6 +13,10 @@ Training mode: modules start in training mode, as torch modules do; `model.eval(
 Randomness: dropout draws from the `dropout` stream of the `rngs` given at construction, or from an
 injected source (`set_dropout_source`, same site names as torch) so parity tests can feed both
 backends the same masks.
+
+Generation reuses past frames' time-attention keys and values through a `KVCache` passed to
+`BlockCausalTransformer.__call__` (the same contract as torch's); without a cache (the default) every
+path below is the plain full-window computation. Cache state is eager Python state (lists of arrays).
 """
 
 from __future__ import annotations
@@ -253,17 +257,44 @@ class TimeAttention(Module):
         self.attn = Attention(tf, rngs)
         self.n_time_slots = n_time_slots
 
-    def __call__(self, x: jax.Array, rope=None) -> jax.Array:
+    def __call__(self, x: jax.Array, rope=None, *, cache: Optional["LayerKV"] = None, commit: int = 0,
+                 mask: Optional[np.ndarray] = None, query_from: int = 0) -> jax.Array:
+        """x (B, T, S, D). Without `cache` and `mask`: causal attention over the T frames.
+
+        With `cache`, the T frames follow the cached ones: their queries attend to the cached keys and
+        values and to their own, under `mask` ((T, cached + T) numpy bool, None = everything visible),
+        and the keys/values of the first `commit` frames are appended to the cache. A `mask` without a
+        cache replaces the causal mask (sliding-window attention). `query_from` > 0 returns only frames
+        query_from.. (the earlier ones contribute keys and values only).
+        """
         if self.n_time_slots is not None:
             L = self.n_time_slots
-            return jnp.concatenate([self._per_slot(x[:, :, :L], rope), x[:, :, L:]], axis=2)
-        return self._per_slot(x, rope)
+            return jnp.concatenate([self._per_slot(x[:, :, :L], rope, cache, commit, mask, query_from),
+                                    x[:, query_from:, L:]], axis=2)
+        return self._per_slot(x, rope, cache, commit, mask, query_from)
 
-    def _per_slot(self, x: jax.Array, rope) -> jax.Array:
+    def _per_slot(self, x: jax.Array, rope, cache=None, commit=0, mask=None, query_from=0) -> jax.Array:
         B, T, S, D = x.shape
         xs = x.transpose(0, 2, 1, 3).reshape(B * S, T, D)
-        y = self.attn(xs, causal=True, rope=rope)
-        return y.reshape(B, S, T, D).transpose(0, 2, 1, 3)
+        if cache is None and mask is None and not query_from:
+            y = self.attn(xs, causal=True, rope=rope)
+        else:
+            q, k, v = self.attn.project(xs, rope)        # k, v: (B*S, G, T, hd), rotated at their positions
+            if cache is not None and cache.keys is not None:
+                k = jnp.concatenate([cache.keys, k], axis=2)
+                v = jnp.concatenate([cache.values, v], axis=2)
+            if query_from:
+                q = q[:, :, query_from:]
+                if mask is None and cache is None:      # no cache, no mask: causal
+                    mask = np.tril(np.ones((T, T), dtype=bool))
+                if mask is not None:
+                    mask = np.asarray(mask, dtype=bool)[query_from:]
+                    mask = None if bool(mask.all()) else mask
+            y = self.attn.out(self.attn.attend(q, k, v, mask=mask))
+            if commit:
+                keep = k.shape[2] - T + commit
+                cache.keys, cache.values = k[:, :, :keep], v[:, :, :keep]
+        return y.reshape(B, S, T - query_from, D).transpose(0, 2, 1, 3)
 
 
 class BlockCausalLayer(Module):
@@ -282,10 +313,14 @@ class BlockCausalLayer(Module):
         self.norm3 = RMSNorm(tf.d_model)
         self.mlp = MLP(tf, rngs)
 
-    def __call__(self, x: jax.Array, rope=None) -> jax.Array:
+    def __call__(self, x: jax.Array, rope=None, **time_kwargs) -> jax.Array:
+        """`time_kwargs` (cache, commit, mask, query_from) go to the time attention (TimeAttention.__call__);
+        with query_from > 0 the layer returns only frames query_from.."""
         x = x + self.drop1(self.space(self.norm1(x)))
         if self.has_time:
-            x = x + self.drop2(self.time(self.norm2(x), rope))
+            y = self.drop2(self.time(self.norm2(x), rope, **time_kwargs))
+            query_from = time_kwargs.get("query_from", 0)
+            x = (x[:, query_from:] if query_from else x) + y
         return x + self.mlp(self.norm3(x))
 
 
@@ -304,22 +339,144 @@ class BlockCausalTransformer(Module):
         positions = np.arange(frame_offset, frame_offset + n_frames)
         return rope_tables(positions, self.config.head_dim, self.config.rope_base, dtype)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """(B, T, S, D) -> (B, T, S, D); positions must already be added."""
-        rope = self.time_rope(x.shape[1], x.dtype)
-        for layer in self.layers:
-            x = layer(x, rope)
+    def new_cache(self, start: int = 0) -> "KVCache":
+        """An empty KVCache for this transformer whose first frame will have absolute index `start`."""
+        return KVCache(len(self.layers), start)
+
+    def __call__(self, x: jax.Array, *, cache: Optional["KVCache"] = None, commit: int = 0,
+                 time_window: Optional[int] = None, outputs_from: int = 0) -> jax.Array:
+        """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
+
+        cache: the T input frames are the frames that follow the cached ones (absolute indices
+        cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
+        input frames are appended to the cache. time_window: a frame sees itself and at most
+        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
+        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
+        last time-attention layer has their keys/values, skipping the rest of the work for them.
+        With none of these, this is the plain block-causal pass.
+        """
+        if cache is None and time_window is None and not outputs_from:
+            rope = self.time_rope(x.shape[1], x.dtype)
+            for layer in self.layers:
+                x = layer(x, rope)
+            return x if self.norm is None else self.norm(x)
+        rope, mask = self.prepare(x.shape[1], x.dtype, cache, commit, time_window, outputs_from)
+        layers = None if cache is None else cache.layers
+        x = self.run(x, rope, mask, layers, commit, outputs_from)
+        if cache is not None:
+            cache.length += commit
+        return x
+
+    def prepare(self, n_frames: int, dtype, cache: Optional["KVCache"], commit: int, time_window: Optional[int],
+                outputs_from: int):
+        """Check a cached/windowed call and compute its time tables: (rope cos/sin or None, numpy time mask or
+        None) for `n_frames` input frames that follow the cache."""
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a dreamer4_jax KVCache (transformer.new_cache()), got {type(cache).__name__}")
+        if cache is not None and len(cache.layers) != len(self.layers):
+            raise ValueError(f"the cache has {len(cache.layers)} layers, this transformer {len(self.layers)}")
+        if time_window is not None and int(time_window) < 0:
+            raise ValueError(f"time_window must be >= 0 (or None), got {time_window}")
+        T = n_frames
+        if not 0 <= commit <= T:
+            raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
+        if commit and cache is None:
+            raise ValueError("commit needs a cache")
+        if not 0 <= outputs_from <= min(commit, T - 1):
+            raise ValueError(f"outputs_from={outputs_from} must lie in [0, min(commit={commit}, T-1={T - 1})]: frames "
+                             "whose outputs are skipped must be cached, and at least one frame is returned")
+        q_start = cache.end if cache is not None else 0
+        k_start = cache.start if cache is not None else 0
+        rope = self.time_rope(T, dtype, frame_offset=q_start)
+        mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window)
+        return rope, mask
+
+    def run(self, x: jax.Array, rope, mask: Optional[np.ndarray], caches: Optional[list["LayerKV"]], commit: int,
+            outputs_from: int) -> jax.Array:
+        """The layers of a cached/windowed pass on prepared inputs (see prepare): traceable (the mask is a
+        static numpy array, `caches` are LayerKV objects whose arrays may be tracers), so a sampler can jit
+        it with the cached arrays as inputs and outputs. Commits into `caches` but leaves the cache's
+        frame count to the caller."""
+        last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
+        for i, layer in enumerate(self.layers):
+            if i > last_time:
+                x = layer(x)
+            else:
+                x = layer(x, rope, cache=caches[i] if caches is not None else None, commit=commit, mask=mask,
+                          query_from=outputs_from if i == last_time else 0)
         return x if self.norm is None else self.norm(x)
 
 
-def add_positions(tokens: jax.Array, tf: TransformerConfig) -> jax.Array:
+class LayerKV:
+    """Cached time-attention keys and values of one layer: (N, G, frames, hd) each, N = B * time slots.
+    Keys are stored after QK-norm and RoPE (rotated at their own absolute frame positions)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: Optional[jax.Array] = None, values: Optional[jax.Array] = None):
+        self.keys = keys
+        self.values = values
+
+
+class KVCache:
+    """Time-attention keys/values of already-processed frames for every layer of one transformer.
+
+    The cached frames have absolute indices start .. start + length - 1. Space attention and the MLP
+    are per frame, so the time-attention keys/values are all a later frame needs from an earlier one.
+    The cache is only valid while the cached frames' inputs (and, for models with additive time
+    positions, their positions) stay what they were when they were committed. Plain (eager) Python
+    state holding jax arrays, as torch's KVCache holds tensors.
+    """
+
+    def __init__(self, n_layers: int, start: int = 0):
+        self.layers = [LayerKV() for _ in range(n_layers)]
+        self.start = int(start)
+        self.length = 0
+
+    @property
+    def end(self) -> int:
+        """Absolute index of the frame that follows the cached ones."""
+        return self.start + self.length
+
+    def clear(self, start: int = 0) -> None:
+        for layer in self.layers:
+            layer.keys = layer.values = None
+        self.start, self.length = int(start), 0
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the n oldest frames (rolling window; exact only for relative time positions)."""
+        n = min(int(n), self.length)
+        if n <= 0:
+            return
+        for layer in self.layers:
+            if layer.keys is not None:
+                layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
+        self.start += n
+        self.length -= n
+
+
+def time_attention_mask(q_start: int, n_q: int, k_start: int, n_k: int,
+                        window: Optional[int]) -> Optional[np.ndarray]:
+    """(n_q, n_k) numpy bool: query frame q_start + i may attend to key frame k_start + j when
+    0 <= (q_start + i) - (k_start + j) <= window (window None: no upper bound). None when all true."""
+    q = np.arange(q_start, q_start + n_q)[:, None]
+    k = np.arange(k_start, k_start + n_k)[None, :]
+    allow = q >= k
+    if window is not None:
+        allow &= (q - k) <= window
+    return None if bool(allow.all()) else allow
+
+
+def add_positions(tokens: jax.Array, tf: TransformerConfig, frame_offset: int = 0) -> jax.Array:
     """tokens (B, T, S, D) + (pos_t[t] + pos_s[s]) [* 1/sqrt(D)]; without the time table under time RoPE.
 
     The table is shared.positions.position_table (numpy float32; torch computes the same formula with
-    torch ops, equal up to the last ulp of exp). Positions restart at 0 on every call (window-relative).
+    torch ops, equal up to the last ulp of exp). Positions restart at 0 on every call (window-relative);
+    `frame_offset` gives the frames time positions offset .. offset + T - 1 instead (frames that follow
+    cached ones).
     """
     _, T, S, D = tokens.shape
-    pos = position_table(T, S, D, scale=tf.scale_pos_embeds, time=not tf.time_rope)
+    pos = position_table(T, S, D, scale=tf.scale_pos_embeds, time=not tf.time_rope, frame_offset=frame_offset)
     return tokens + jnp.asarray(pos, dtype=tokens.dtype)[None]
 
 

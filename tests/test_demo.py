@@ -200,3 +200,82 @@ def test_bad_data_and_task_fail_at_start(checkpoints, data_dir, tmp_path):
     one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", tmp_path / "none"), "--data")
     one_line_error(run_demo("--tokenizer", tok, "--dynamics", dyn, "--data", data_dir, "--task", "walker-walk"),
                    "--task walker-walk: not one of the 2 tasks of the data set")
+
+
+# --------------------------------------------------------------------------- the JAX engine
+
+@pytest.fixture(scope="module")
+def jax_model(checkpoints):
+    pytest.importorskip("jax")
+    return load_backend("jax", *checkpoints)
+
+
+def test_jax_engine_different_actions_give_different_frames(jax_model):
+    from demo.backend import JaxWorldModel
+    assert isinstance(jax_model, JaxWorldModel) and "JAX" in jax_model.describe()
+    assert "converted from PyTorch" in jax_model.describe()
+    frames = {}
+    for name, a in (("push", 1.0), ("push again", 1.0), ("pull", -1.0)):
+        s = Session(jax_model, NoDataSource(16), task="walker-walk", seed=7, smoothing=0.0)
+        s.set_sliders([a])
+        frames[name] = [s.advance() for _ in range(3)]
+    assert frames["push"][0].shape == (16, 16, 3) and frames["push"][0].dtype == np.uint8
+    assert all(np.array_equal(a, b) for a, b in zip(frames["push"], frames["push again"]))
+    assert not np.array_equal(frames["push"][0], frames["pull"][0])
+    assert not np.array_equal(frames["push"][0], frames["push"][2])      # the world moves
+
+
+def test_jax_and_torch_engines_show_the_same_world(model, jax_model, source):
+    """Same checkpoints, seed and actions: the two engines draw the same noise (a torch.Generator per
+    session) and their frames agree up to fp32 rounding (a pixel may round the other way)."""
+    runs = {}
+    for name, engine in (("torch", model), ("jax", jax_model)):
+        s = Session(engine, source, task="reacher-easy", start_frames=2, context_length=3, seed=11)
+        s.set_sliders([0.8, -0.3])
+        frames = [s.frame] + [s.advance() for _ in range(5)]     # past the 3-frame window: it slides
+        s.set_steps(4)
+        frames += [s.advance() for _ in range(2)]
+        runs[name] = np.stack(frames).astype(int)
+    diff = np.abs(runs["torch"] - runs["jax"])
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
+    assert np.abs(runs["torch"][1:] - runs["torch"][:1]).max() > 10          # and the frames are not static
+    clip = source.clip("cartpole-swingup", np.random.default_rng(0), 3)
+    actions = np.random.default_rng(1).uniform(-1, 1, (8, 16)).astype(np.float32)
+    pred = {name: np.asarray(engine.rollout(engine.encode(clip.frames), actions, source.action_mask("cartpole-swingup"),
+                                            5, 2, 4, 3))
+            for name, engine in (("torch", model), ("jax", jax_model))}
+    assert pred["jax"].shape == (1, 5, 2, 16) and np.abs(pred["torch"] - pred["jax"]).max() <= 1e-4
+
+
+def test_jax_engine_open_loop_and_native_jax_checkpoints(checkpoints, jax_model, source, tmp_path):
+    import dreamer4_jax as dj
+    result = open_loop(jax_model, source, "cartpole-swingup", context_frames=2, horizon=6, n_steps=2,
+                       context_length=4, seed=0)
+    assert result.predicted.shape == (6, 16, 16, 3) and np.isfinite(result.psnr_model).all()
+    # native JAX checkpoint directories load without conversion and give the converted engine's frames
+    dj.save_model(jax_model.tokenizer, tmp_path / "tok_jax")
+    dj.save_model(jax_model.dynamics, tmp_path / "dyn_jax")
+    native = load_backend("jax", str(tmp_path / "tok_jax"), str(tmp_path / "dyn_jax"))
+    assert "converted" not in native.describe()
+    ctx = native.random_context(np.random.default_rng(0))
+    assert np.array_equal(native.decode(ctx), jax_model.decode(ctx))
+    with pytest.raises(StartupError, match="holds a tokenizer checkpoint, but a dynamics checkpoint was expected"):
+        load_backend("jax", str(tmp_path / "tok_jax"), str(tmp_path / "tok_jax"))
+    with pytest.raises(StartupError, match="--device cuda applies to the torch backend"):
+        load_backend("jax", *checkpoints, device="cuda")
+
+
+def test_served_app_on_the_jax_backend(checkpoints):
+    pytest.importorskip("jax")
+    tok, dyn = checkpoints
+    srv = DemoServer("--tokenizer", tok, "--dynamics", dyn, "--backend", "jax")
+    try:
+        assert "JAX" in srv.output()
+        c = gradio_client.Client(srv.url, verbose=False)
+        frames = []
+        for a in (1.0, -1.0):
+            c.predict(5, api_name="/reset")
+            frames.append(image(step(c, a)[0]))
+        assert frames[0].shape == (512, 512, 3) and not np.array_equal(frames[0], frames[1])
+    finally:
+        srv.stop()
