@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (preset, trainer, batch_size, frames, steps per logging window)
 CASES = {
     "tiny": [("tiny", "tokenizer", 8, 4, 10), ("tiny", "dynamics", 8, 8, 10)],
-    "dmc64": [("dmc64", "tokenizer", 16, 4, 5), ("dmc64", "dynamics", 16, 16, 5)],
+    "dmc64": [("dmc64", "tokenizer", 8, 4, 10), ("dmc64", "dynamics", 16, 16, 5)],
     "dmc128": [("dmc128", "tokenizer", 1, 8, 1), ("dmc128", "dynamics", 2, 32, 2)],
 }
 SIZES = {"tiny": 16, "dmc64": 64, "dmc128": 128}
