@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.config import get_preset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (preset, trainer, batch_size, frames, steps per logging window)
@@ -31,7 +33,6 @@ CASES = {
     "dmc64": [("dmc64", "tokenizer", 8, 4, 10), ("dmc64", "dynamics", 16, 16, 5)],
     "dmc128": [("dmc128", "tokenizer", 1, 8, 1), ("dmc128", "dynamics", 2, 32, 2)],
 }
-SIZES = {"tiny": 16, "dmc64": 64, "dmc128": 128}
 
 
 def sh(cmd, env):
@@ -53,7 +54,6 @@ def collect(work: Path, size: int, env) -> Path:
 def tokenizer_checkpoint(work: Path, preset: str, frames: int) -> Path:
     import torch
     from dreamer4_torch import Tokenizer, save_model
-    from shared.config import get_preset
     path = work / f"tok_{preset}"
     if not (path / "model.safetensors").exists():
         torch.manual_seed(0)
@@ -63,7 +63,7 @@ def tokenizer_checkpoint(work: Path, preset: str, frames: int) -> Path:
 
 
 def run_case(work, preset, kind, batch, frames, window, device, nproc, env) -> dict:
-    data = collect(work, SIZES[preset], env)
+    data = collect(work, get_preset(preset).tokenizer.image_height, env)
     out = work / f"run_{preset}_{kind}"
     shutil.rmtree(out, ignore_errors=True)
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]

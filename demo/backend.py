@@ -22,6 +22,7 @@ import numpy as np
 
 from shared.config import ConfigError, check_compatible, get_preset, replace
 from shared.io import CheckpointError
+from shared.params import count_params
 
 
 UPSTREAM_TOKENIZER_CLIP = 8      # upstream trains its tokenizer on 8-frame clips (DREAMER4.md section 3)
@@ -86,6 +87,23 @@ def randomize_for_display(dynamics, seed: int = 0) -> None:
         fc2.copy_(torch.randn(fc2.shape, generator=g) * 0.05)
 
 
+def set_model_info(engine, tc, dc) -> None:
+    """The sizes the session and the page need, from the tokenizer and dynamics configs (both backends)."""
+    engine.image_size = (tc.image_height, tc.image_width)
+    engine.channels = tc.channels
+    engine.action_dim = dc.action_dim
+    engine.k_max = dc.k_max
+    engine.n_spatial, engine.d_spatial = dc.n_spatial, dc.d_spatial
+    engine.steps_choices = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= dc.k_max]
+
+
+def model_summary(tc, dc) -> str:
+    """Sizes and parameter counts (from the canonical parameter table, which both backends' models match)."""
+    return (f"tokenizer {tc.image_height}x{tc.image_width} ({count_params(tc) / 1e6:.1f}M params), "
+            f"dynamics D{dc.transformer.d_model} x{dc.transformer.depth} "
+            f"({count_params(dc) / 1e6:.1f}M params, k_max {dc.k_max})")
+
+
 class TorchWorldModel:
     backend = "torch"
 
@@ -102,13 +120,7 @@ class TorchWorldModel:
         # window-relative): longer sequences are encoded in chunks of at most clip_frames frames.
         self.clip_frames = clip_frames
         self.lock = threading.Lock()
-        tc, dc = tokenizer.config, dynamics.config
-        self.image_size = (tc.image_height, tc.image_width)
-        self.channels = tc.channels
-        self.action_dim = dc.action_dim
-        self.k_max = dc.k_max
-        self.n_spatial, self.d_spatial = dc.n_spatial, dc.d_spatial
-        self.steps_choices = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= dc.k_max]
+        set_model_info(self, tokenizer.config, dynamics.config)
 
     # ------------------------------------------------------------------ loading
 
@@ -177,12 +189,8 @@ class TorchWorldModel:
                            context_mode=self.context_mode, context_length=context_length)
 
     def describe(self) -> str:
-        tc, dc = self.tokenizer.config, self.dynamics.config
-        n_tok = sum(p.numel() for p in self.tokenizer.parameters())
-        n_dyn = sum(p.numel() for p in self.dynamics.parameters())
-        return (f"PyTorch on {self.device.type}: tokenizer {tc.image_height}x{tc.image_width} "
-                f"({n_tok / 1e6:.1f}M params), dynamics D{dc.transformer.d_model} x{dc.transformer.depth} "
-                f"({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}); {self.source}")
+        summary = model_summary(self.tokenizer.config, self.dynamics.config)
+        return f"PyTorch on {self.device.type}: {summary}; {self.source}"
 
 
 class JaxWorldModel:
@@ -210,13 +218,7 @@ class JaxWorldModel:
         self.lock = threading.Lock()
         self._encode = nnx.jit(lambda m, v: m.encode(v))
         self._decode = nnx.jit(lambda m, z: m.decode(z))
-        tc, dc = tokenizer.config, dynamics.config
-        self.image_size = (tc.image_height, tc.image_width)
-        self.channels = tc.channels
-        self.action_dim = dc.action_dim
-        self.k_max = dc.k_max
-        self.n_spatial, self.d_spatial = dc.n_spatial, dc.d_spatial
-        self.steps_choices = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= dc.k_max]
+        set_model_info(self, tokenizer.config, dynamics.config)
 
     @classmethod
     def from_paths(cls, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
@@ -301,14 +303,9 @@ class JaxWorldModel:
                            context_mode=self.context_mode, context_length=context_length, jit="auto")
 
     def describe(self) -> str:
-        from dreamer4_jax.init import named_params
-        tc, dc = self.tokenizer.config, self.dynamics.config
-        n_tok = sum(int(np.prod(v.shape)) for v in named_params(self.tokenizer).values())
-        n_dyn = sum(int(np.prod(v.shape)) for v in named_params(self.dynamics).values())
         note = ", converted from PyTorch in memory" if self.converted else ""
-        return (f"JAX {self.jax.__version__} on {self.jax.default_backend()}: tokenizer {tc.image_height}x"
-                f"{tc.image_width} ({n_tok / 1e6:.1f}M params), dynamics D{dc.transformer.d_model} "
-                f"x{dc.transformer.depth} ({n_dyn / 1e6:.1f}M params, k_max {dc.k_max}){note}; {self.source}")
+        return (f"JAX {self.jax.__version__} on {self.jax.default_backend()}: "
+                f"{model_summary(self.tokenizer.config, self.dynamics.config)}{note}; {self.source}")
 
 
 def _is_jax_model(model) -> bool:

@@ -28,7 +28,6 @@ CPU_TASKS = "cheetah-run,walker-walk,hopper-hop,finger-spin,cartpole-swingup"
 @dataclass(frozen=True)
 class Recipe:
     preset: str
-    size: int
     tasks: str
     episodes: int
     tokenizer_minutes: float
@@ -40,9 +39,9 @@ class Recipe:
 
 
 RECIPES = {
-    "cpu": Recipe(preset="dmc64", size=64, tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
+    "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
                   dynamics_minutes=15.0, tokenizer_steps=2000, dynamics_steps=1000),
-    "gpu": Recipe(preset="dmc128", size=128, tasks="all", episodes=20, tokenizer_minutes=240.0,
+    "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0,
                   dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000),
 }
 
@@ -151,8 +150,8 @@ def main(argv=None) -> int:
 
     recipe = RECIPES["gpu" if args.gpu else "cpu"]
     preset = args.preset or recipe.preset
-    sizes = {"tiny": 16, "dmc64": 64, "dmc128": 128}
-    size = sizes.get(preset, recipe.size)
+    from shared.config import get_preset
+    size = get_preset(preset).tokenizer.image_height       # the data set's frames match the model
     suffix = "" if not args.gpu else "128"
     data_dir = Path(args.data or f"data/quickstart{suffix}")
     run_dir = Path(args.out or f"runs/quickstart{suffix}")
