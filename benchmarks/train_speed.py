@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dreamer4_torch.train.options import RECIPES
 from shared.config import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # (preset, trainer, batch_size, frames, steps per logging window)
 CASES = {
     "tiny": [("tiny", "tokenizer", 8, 4, 10), ("tiny", "dynamics", 8, 8, 10)],
-    "dmc64": [("dmc64", "tokenizer", 8, 4, 10), ("dmc64", "dynamics", 16, 16, 5)],
+    "dmc64": [("dmc64", "tokenizer", 32, 1, 10), ("dmc64", "dynamics", 16, 16, 5)],
     "dmc128": [("dmc128", "tokenizer", 1, 8, 1), ("dmc128", "dynamics", 2, 32, 2)],
+    # GPU batches: dmc128 at upstream's per-GPU batches (tokenizer 8 x 8, dynamics 24 x 32).
+    "dmc64-gpu": [("dmc64", "tokenizer", 64, 4, 20), ("dmc64", "dynamics", 64, 16, 20)],
+    "dmc128-gpu": [("dmc128", "tokenizer", 8, 8, 10), ("dmc128", "dynamics", 24, 32, 10)],
 }
 
 
@@ -62,7 +66,7 @@ def tokenizer_checkpoint(work: Path, preset: str, frames: int) -> Path:
     return path
 
 
-def run_case(work, preset, kind, batch, frames, window, device, nproc, env) -> dict:
+def run_case(work, preset, kind, batch, frames, window, device, nproc, env, extra=()) -> dict:
     data = collect(work, get_preset(preset).tokenizer.image_height, env)
     out = work / f"run_{preset}_{kind}"
     shutil.rmtree(out, ignore_errors=True)
@@ -71,9 +75,10 @@ def run_case(work, preset, kind, batch, frames, window, device, nproc, env) -> d
     cmd = launcher + ["-m", "dreamer4_torch.train", kind, "--preset", preset, "--data", str(data), "--out", str(out),
                       "--steps", str(2 * window), "--log-every", str(window), "--eval-every", "100000",
                       "--ckpt-every", "100000", "--batch-size", str(batch), "--frames", str(frames),
-                      "--device", device, "--no-tensorboard", "--holdout-per-task", "1"]
+                      "--device", device, "--no-tensorboard", "--holdout-per-task", "1", *extra]
     if kind == "dynamics":
-        cmd += ["--tokenizer", str(tokenizer_checkpoint(work, preset, frames=8 if preset == "dmc128" else 4))]
+        # the clip length the preset's tokenizer recipe trains on (encoding runs in chunks of it)
+        cmd += ["--tokenizer", str(tokenizer_checkpoint(work, preset, frames=RECIPES[preset]["tokenizer"]["frames"]))]
     t0 = time.time()
     r = sh(cmd, env)
     total = time.time() - t0
@@ -86,22 +91,32 @@ def run_case(work, preset, kind, batch, frames, window, device, nproc, env) -> d
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="tiny,dmc64", help="comma-separated: tiny, dmc64, dmc128")
+    ap.add_argument("--cases", default="tiny,dmc64",
+                    help=f"comma-separated: {', '.join(CASES)} (the -gpu cases use GPU-sized batches)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--nproc", type=int, default=1, help="processes (torchrun) per trainer")
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="trainer precision (auto = bf16 autocast on CUDA, fp32 on CPU)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the models (compilation is not timed)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="d4bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     import torch
-    print(f"# training throughput: {args.device}, {args.nproc} process(es), torch {torch.__version__}, "
+    bad = [c for c in args.cases.split(",") if c not in CASES]
+    if bad:
+        ap.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
+    extra = ["--precision", args.precision] + (["--compile"] if args.compile else [])
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    print(f"# training throughput: {where}, {args.precision}{', compiled' if args.compile else ''}, "
+          f"{args.nproc} process(es), torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     print("| trainer | preset | batch x frames / process | steps/s | frames/s | one-off latent encoding |")
     print("|---|---|---|---|---|---|")
     for group in args.cases.split(","):
         for preset, kind, batch, frames, window in CASES[group]:
-            res = run_case(work, preset, kind, batch, frames, window, args.device, args.nproc, env)
+            res = run_case(work, preset, kind, batch, frames, window, args.device, args.nproc, env, extra)
             print(f"| {kind} | {preset} | {batch} x {frames} | {res['steps_per_s']:.3f} | {res['frames_per_s']:.1f} "
                   f"| {res['encode'] or '-'} |", flush=True)
     print(f"# load average at end {os.getloadavg()[0]:.2f}")

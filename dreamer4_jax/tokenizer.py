@@ -74,6 +74,13 @@ class MAE(Module):
         return jnp.where(keep_mask[..., None], tokens, self.mask_token[...].astype(tokens.dtype))
 
 
+def bottleneck_pre(h: jax.Array, cfg: TokenizerConfig) -> jax.Array:
+    """The pre-tanh bottleneck values: unit-RMS per latent when cfg.bottleneck_norm (eps as RMSNorm's)."""
+    if not cfg.bottleneck_norm:
+        return h
+    return h / jnp.sqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + 1e-6)
+
+
 class Encoder(Module):
     def __init__(self, cfg: TokenizerConfig, rngs: nnx.Rngs):
         tf = cfg.transformer
@@ -98,7 +105,7 @@ class Encoder(Module):
         lat = jnp.broadcast_to(self.latents[...].astype(tokens.dtype), (B, T) + self.latents.shape)
         x = add_positions(jnp.concatenate([lat, tokens], axis=2), self.config.transformer)
         x = self.transformer(x)
-        return jnp.tanh(self.bottleneck_proj(x[:, :, : self.config.n_latents]))
+        return jnp.tanh(bottleneck_pre(self.bottleneck_proj(x[:, :, : self.config.n_latents]), self.config))
 
 
 class Decoder(Module):

@@ -66,6 +66,13 @@ class MAE(nn.Module):
         return torch.where(keep_mask[..., None], tokens, self.mask_token.to(tokens.dtype))
 
 
+def bottleneck_pre(h: torch.Tensor, cfg: TokenizerConfig) -> torch.Tensor:
+    """The pre-tanh bottleneck values: unit-RMS per latent when cfg.bottleneck_norm (eps as RMSNorm's)."""
+    if not cfg.bottleneck_norm:
+        return h
+    return h / torch.sqrt(h.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -91,7 +98,7 @@ class Encoder(nn.Module):
         lat = self.latents.to(tokens.dtype).expand(B, T, -1, -1)
         x = add_positions(torch.cat([lat, tokens], dim=2), self.config.transformer)
         x = self.transformer(x)
-        return torch.tanh(self.bottleneck_proj(x[:, :, : self.config.n_latents]))
+        return torch.tanh(bottleneck_pre(self.bottleneck_proj(x[:, :, : self.config.n_latents]), self.config))
 
 
 class Decoder(nn.Module):

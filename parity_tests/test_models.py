@@ -36,6 +36,8 @@ def configs(kind: str):
         out.append(pytest.param(p.tokenizer if kind == "tokenizer" else p.dynamics, id=preset))
     p = get_preset("tiny")
     out.append(pytest.param(replace(p.tokenizer if kind == "tokenizer" else p.dynamics, **PAPER), id="tiny-paper"))
+    if kind == "tokenizer":
+        out.append(pytest.param(replace(p.tokenizer, bottleneck_norm=True), id="tiny-bottleneck-norm"))
     return out
 
 

@@ -131,6 +131,10 @@ class TokenizerConfig:
     # MAE: per (batch, frame) drop probability p ~ U(mae_p_min, mae_p_max) during training.
     mae_p_min: float = 0.0
     mae_p_max: float = 0.9
+    # Normalise each latent's pre-tanh vector to unit RMS (no parameters): z = tanh(x / rms(x)).
+    # Keeps the bottleneck out of tanh's flat tails, where a tokenizer trained from scratch on a
+    # small budget otherwise saturates into a near-constant binary code. Upstream has none.
+    bottleneck_norm: bool = False
 
     kind = "tokenizer"
 
@@ -328,14 +332,15 @@ def _make_presets() -> dict[str, Preset]:
         n_latents=4, d_bottleneck=8, packing_factor=2, n_register=2, n_agent=1, k_max=8)
 
     # Sized for minutes of CPU training. Departures from upstream's recipe, each measured (README,
-    # "Quickstart"): a final RMSNorm before the tanh bottleneck (without it the bottleneck saturates
-    # and the tokenizer collapses to the mean image), unscaled sinusoid positions, 32 x 32 latents,
-    # and no MAE dropout (it slows reconstruction learning; --mae-p-max turns it back on).
+    # "Quickstart"; benchmarks/RESULTS.md, "Tokenizer recipe"): a unit-RMS bottleneck before the tanh
+    # (without it the code saturates and the tokenizer collapses towards the mean image), a final
+    # RMSNorm, unscaled sinusoid positions, 32 x 32 latents, and no MAE dropout (it slows
+    # reconstruction learning; --mae-p-max turns it back on).
     dmc64_tok = TokenizerConfig(
         transformer=TransformerConfig(d_model=128, n_heads=4, depth=4, dropout=0.0, scale_pos_embeds=False,
                                       final_norm=True),
         image_height=64, image_width=64, channels=3, patch_size=8,
-        n_latents=32, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.0)
+        n_latents=32, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.0, bottleneck_norm=True)
     dmc64_dyn = DynamicsConfig(
         transformer=TransformerConfig(d_model=192, n_heads=4, depth=4, dropout=0.0),
         n_latents=32, d_bottleneck=32, packing_factor=2, n_register=2, n_agent=1, k_max=8)

@@ -49,6 +49,24 @@ def test_paper_features_add_their_parameters():
     check_against_table(tok, param_table(tok.config))
 
 
+def test_bottleneck_norm_bounds_the_pre_tanh_values():
+    """With bottleneck_norm every latent's pre-tanh vector has unit RMS (so tanh stays off its tails);
+    without it the pre-tanh values are the projection's, at whatever scale the weights give."""
+    video = torch.rand(2, 3, 3, 16, 16)
+    scaled = tiny_tokenizer()
+    with torch.no_grad():
+        scaled.encoder.bottleneck_proj.weight.mul_(50.0)
+        pre = torch.atanh(scaled.encode(video).clamp(-1 + 1e-6, 1 - 1e-6))
+    assert pre.pow(2).mean(-1).sqrt().min() > 2.0          # saturated without the norm
+    normed = tiny_tokenizer(bottleneck_norm=True)
+    with torch.no_grad():
+        normed.encoder.bottleneck_proj.weight.mul_(50.0)
+        z = normed.encode(video)
+    rms = torch.atanh(z.double()).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-4, rtol=0)
+    assert sorted(dict(normed.named_parameters())) == sorted(dict(scaled.named_parameters()))  # no parameters
+
+
 def test_dmc128_parameter_counts_match_upstream():
     p = get_preset("dmc128")
     assert count_params(p.tokenizer) == 21_361_488      # upstream: about 21.4M
