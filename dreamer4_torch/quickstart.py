@@ -34,15 +34,16 @@ class Recipe:
     dynamics_minutes: float
     tokenizer_steps: int
     dynamics_steps: int
+    eval_every: int
     extra_tokenizer: tuple = ()
     extra_dynamics: tuple = ()
 
 
 RECIPES = {
     "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
-                  dynamics_minutes=15.0, tokenizer_steps=2100, dynamics_steps=1000),
+                  dynamics_minutes=15.0, tokenizer_steps=2100, dynamics_steps=1000, eval_every=250),
     "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0,
-                  dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000),
+                  dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000, eval_every=5000),
 }
 
 
@@ -96,11 +97,18 @@ def train_stage(kind: str, out: Path, args: list[str]) -> dict:
     return json.loads(done.read_text())
 
 
+def _duration(done: dict) -> str:
+    """'N steps in M min', saying when the last session resumed an interrupted run (its minutes only)."""
+    text = f"{done['step']} steps in {done.get('minutes', 0):.1f} min"
+    if done.get("resumed_at"):
+        text = f"{done['step']} steps (resumed at step {done['resumed_at']}; {done.get('minutes', 0):.1f} min since)"
+    return text
+
+
 def report(run_dir: Path, tok: dict, dyn: dict, recipe: Recipe, data_dir: Path) -> Path:
     lines = ["# Quickstart report", "",
              f"Preset `{recipe.preset}`, data `{data_dir}` ({recipe.tasks}), "
-             f"tokenizer {tok['step']} steps in {tok.get('minutes', 0):.1f} min, "
-             f"dynamics {dyn['step']} steps in {dyn.get('minutes', 0):.1f} min.", "",
+             f"tokenizer {_duration(tok)}, dynamics {_duration(dyn)}.", "",
              "## Tokenizer (held-out episodes)", "",
              "| full-frame PSNR (pooled MSE) | mean per-frame PSNR |", "|---|---|",
              f"| {tok['eval']['psnr']:.2f} dB | {tok['eval']['psnr_frame_mean']:.2f} dB |", "",
@@ -134,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dynamics-minutes", type=float, default=None, help="dynamics training time budget")
     ap.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (the budget may stop it earlier)")
     ap.add_argument("--dynamics-steps", type=int, default=None, help="dynamics steps (the budget may stop it earlier)")
-    ap.add_argument("--eval-every", type=int, default=1000, help="evaluate every N training steps (and at the end)")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="evaluate every N training steps and at the end (default: the recipe's, 250 on CPU)")
     ap.add_argument("--eval-sequences", type=int, default=48, help="held-out sequences per evaluation")
     ap.add_argument("--port", type=int, default=7860, help="demo port")
     ap.add_argument("--no-demo", action="store_true", help="stop after the report instead of serving the demo")
@@ -169,7 +178,7 @@ def main(argv=None) -> int:
 
     say(f"2/5 train the tokenizer (about {tok_minutes:.0f} min)")
     common = ["--preset", preset, "--data", str(data_dir), "--eval-sequences", str(args.eval_sequences),
-              "--eval-every", str(args.eval_every)]
+              "--eval-every", str(args.eval_every or recipe.eval_every)]
     tok = train_stage("tokenizer", run_dir / "tokenizer",
                       [*common, "--max-minutes", str(tok_minutes),
                        *(["--steps", str(args.tokenizer_steps or recipe.tokenizer_steps)]),

@@ -67,7 +67,8 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
             steps, values = zip(*evals[f"psnr_h{h}"])
             ax.plot(steps, values, color=colors[i % len(colors)], marker="o", ms=3, label=f"model, horizon {h}")
             steps, values = zip(*evals[f"floor_h{h}"])
-            ax.plot(steps, values, color=colors[i % len(colors)], ls="--", lw=1, label=f"repeat last frame, h {h}")
+            ax.plot(steps, values, color=colors[i % len(colors)], ls="--", lw=1, marker="x", ms=5,
+                    label=f"repeat last frame, h {h}")      # markers: visible with a single evaluation too
         ax.set_title("held-out rollout PSNR (dB)")
         ax.legend(fontsize=7, ncol=2)
     elif "psnr" in evals:

@@ -308,8 +308,9 @@ def train(task: Task, options, config, world: D.World) -> dict:
                 break
         if world.is_main and (step == total or not stop.requested):
             # Finished (all steps, or the time budget): pipelines such as the quickstart skip this run next time.
+            # "minutes" counts this process only, which began at step "resumed_at" (0 unless --resume).
             done = {"step": step, "steps": total, "reason": "steps" if step == total else "max_minutes",
-                    "eval": last_eval, "minutes": (time.time() - t_start) / 60}
+                    "eval": last_eval, "minutes": (time.time() - t_start) / 60, "resumed_at": start}
             atomic_write_bytes(run_dir / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
     finally:
         stop.restore()
