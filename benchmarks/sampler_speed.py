@@ -70,8 +70,8 @@ def time_decode(decode, z, reps: int, device: torch.device, backend: str = "torc
     return float(np.median(times))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sampler_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="dmc64,dmc128", help="comma-separated presets (default: dmc64,dmc128)")
     ap.add_argument("--contexts", default="8,16,24,64", help="context lengths C (default: 8,16,24,64)")
     ap.add_argument("--steps", default="2,4", help="shortcut steps K per frame (default: 2,4)")
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--backend", default="torch", help="comma-separated backends: torch, jax (default: torch)")
     ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     backends = [b for b in args.backend.split(",") if b]
     unknown = set(backends) - {"torch", "jax"}
     if unknown or not backends:
@@ -157,6 +157,8 @@ def main() -> None:
                 un, ca, dec = per_frame[False], per_frame[True], decode_s[backend]
                 print(f"| {backend} | {name} | {window_mode} | {C} | {K} | {1 / un:.2f} | {1 / ca:.2f} | "
                       f"{un / ca:.2f}x | {dec * 1e3:.1f} | {1 / (un + dec):.2f} | {1 / (ca + dec):.2f} |", flush=True)
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
