@@ -334,11 +334,12 @@ def _make_presets() -> dict[str, Preset]:
     # Sized for minutes of CPU training. Departures from upstream's recipe, each measured (README,
     # "Quickstart"; benchmarks/RESULTS.md, "Tokenizer recipe"): a unit-RMS bottleneck before the tanh
     # (without it the code saturates and the tokenizer collapses towards the mean image), a final
-    # RMSNorm, unscaled sinusoid positions, 32 x 32 latents, and no MAE dropout (it slows
-    # reconstruction learning; --mae-p-max turns it back on).
+    # RMSNorm, 32 x 32 latents, and no MAE dropout (it slows reconstruction learning; --mae-p-max
+    # turns it back on). Positions are scaled by 1/sqrt(D) as upstream: unscaled sinusoids outweigh
+    # the small frame-to-frame differences of the patch tokens and the encoder goes unused
+    # (benchmarks/RESULTS.md, "What the quickstart tokenizer learned").
     dmc64_tok = TokenizerConfig(
-        transformer=TransformerConfig(d_model=128, n_heads=4, depth=4, dropout=0.0, scale_pos_embeds=False,
-                                      final_norm=True),
+        transformer=TransformerConfig(d_model=128, n_heads=4, depth=4, dropout=0.0, final_norm=True),
         image_height=64, image_width=64, channels=3, patch_size=8,
         n_latents=32, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.0, bottleneck_norm=True)
     dmc64_dyn = DynamicsConfig(
