@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from dreamer4_torch import Dynamics, Tokenizer
+from dreamer4_torch.prepack import PrepackedLinears
+from dreamer4_torch.prepack import available as prepack_available
 from dreamer4_torch.sampler import Sampler
 from shared.config import get_preset, replace
 
@@ -82,6 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="torch", help="comma-separated backends: torch, jax (default: torch)")
     ap.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--prepack", action=argparse.BooleanOptionalAction, default=True,
+                    help="torch on the CPU: Linears through oneDNN with prepacked weights, in both samplers and "
+                         "the decoder (dreamer4_torch.prepack; the samplers' default). --no-prepack: plain nn.Linear")
     args = ap.parse_args(argv)
     backends = [b for b in args.backend.split(",") if b]
     unknown = set(backends) - {"torch", "jax"}
@@ -105,7 +110,9 @@ def main(argv=None) -> int:
         from dreamer4_jax.sampler import Sampler as JaxSampler
         jax_decode = nnx.jit(lambda m, z: m.decode(z))
         versions += f", jax {jax.__version__} on {jax.default_backend()}"
-    print(f"# sampler speed, {device} ({dev_name}{load}), fp32, {versions}, B=1, window full "
+    linears = "" if device.type != "cpu" else \
+        (", prepacked oneDNN linears" if args.prepack and prepack_available() else ", plain linears")
+    print(f"# sampler speed, {device} ({dev_name}{load}), fp32{linears}, {versions}, B=1, window full "
           f"(sliding), median of {args.frames} frames")
     print("| backend | preset | window | C | K | uncached frames/s | cached frames/s | speed-up | decode ms "
           "| uncached frames/s with decode | cached frames/s with decode |")
@@ -132,7 +139,8 @@ def main(argv=None) -> int:
                 per_frame = {}
                 for use_cache in (False, True):
                     if backend == "torch":
-                        s = Sampler(dyn, n_steps=K, context_length=C, window_mode=window_mode, use_cache=use_cache)
+                        s = Sampler(dyn, n_steps=K, context_length=C, window_mode=window_mode, use_cache=use_cache,
+                                    prepack=args.prepack)
                         ctx, ctx_actions = context.to(device), torch.zeros(1, C, cfg.action_dim, device=device)
                         action = torch.zeros(1, cfg.action_dim, device=device)
                     else:
@@ -149,7 +157,8 @@ def main(argv=None) -> int:
                     with torch.inference_mode():
                         z = tok.encode(video.to(device))
                     if backend == "torch":
-                        decode_s[backend] = time_decode(tok.decode, z, max(3, args.frames), device)
+                        with PrepackedLinears(tok, enabled=args.prepack):
+                            decode_s[backend] = time_decode(tok.decode, z, max(3, args.frames), device)
                     else:
                         zj = z.cpu().numpy()
                         decode_s[backend] = time_decode(lambda v: jax_decode(jtok, v), zj, max(3, args.frames),

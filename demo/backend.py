@@ -120,6 +120,10 @@ class TorchWorldModel:
         # window-relative): longer sequences are encoded in chunks of at most clip_frames frames.
         self.clip_frames = clip_frames
         self.lock = threading.Lock()
+        # CPU: the tokenizer's Linears through oneDNN with prepacked weights (the samplers do the same for
+        # the dynamics model; dreamer4_torch.prepack), a no-op on CUDA.
+        from dreamer4_torch.prepack import PrepackedLinears
+        self.fast_tokenizer = PrepackedLinears(self.tokenizer)
         set_model_info(self, tokenizer.config, dynamics.config)
 
     # ------------------------------------------------------------------ loading
@@ -137,7 +141,7 @@ class TorchWorldModel:
         torch = self.torch
         video = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float().div_(255.0)[None]
         chunk = self.clip_frames or video.shape[1]
-        with self.lock, torch.inference_mode():
+        with self.lock, torch.inference_mode(), self.fast_tokenizer:
             z = torch.cat([self.tokenizer.encode(video[:, s:s + chunk]) for s in range(0, video.shape[1], chunk)],
                           dim=1)
             return self.dynamics.pack(z)
@@ -147,7 +151,7 @@ class TorchWorldModel:
         upstream's demo does: the decoder never sees earlier generated frames)."""
         torch = self.torch
         B, T = packed.shape[:2]
-        with self.lock, torch.inference_mode():
+        with self.lock, torch.inference_mode(), self.fast_tokenizer:
             z = self.dynamics.unpack(packed.reshape(B * T, 1, *packed.shape[2:]))
             video = self.tokenizer.decode(z)                          # (B*T, 1, C, H, W)
         img = (video[:, 0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)

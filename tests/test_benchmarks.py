@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import sampler_speed, weight_bandwidth
+from benchmarks import frame_linears, sampler_speed
+from dreamer4_torch.prepack import available as prepack_available
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -27,19 +28,23 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
-def test_weight_bandwidth_table(capsys):
-    assert weight_bandwidth.main(["--presets", "tiny", "--threads", "1", "--repeats", "2"]) == 0
+def test_frame_linears_table(capsys):
+    assert frame_linears.main(["--presets", "tiny", "--threads", "1", "--repeats", "2"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert len(rows) == 1
-    preset, threads, n_rows, matrices, mb, ms, gbps = rows[0]
+    preset, threads, n_rows, matrices, mb, ms, gbps, packed_ms, packed_gbps, read_gbps = rows[0]
     assert (preset, threads) == ("tiny", "1")
     assert int(n_rows) > 0 and int(matrices) > 0
-    assert float(mb) > 0 and float(ms) > 0 and float(gbps) > 0
+    assert float(mb) > 0 and float(ms) > 0 and float(gbps) > 0 and float(read_gbps) > 0
+    if prepack_available():
+        assert float(packed_ms) > 0 and float(packed_gbps) > 0
+    else:
+        assert (packed_ms, packed_gbps) == ("n/a", "n/a")
 
 
-def test_weight_bandwidth_rejects_an_unknown_preset(capsys):
+def test_frame_linears_rejects_an_unknown_preset(capsys):
     with pytest.raises(SystemExit):
-        weight_bandwidth.main(["--presets", "dmc256"])
+        frame_linears.main(["--presets", "dmc256"])
     assert "unknown preset 'dmc256'" in capsys.readouterr().err
 
 
