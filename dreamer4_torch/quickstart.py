@@ -113,14 +113,19 @@ def report(run_dir: Path, tok: dict, dyn: dict, recipe: Recipe, data_dir: Path) 
              "| full-frame PSNR (pooled MSE) | mean per-frame PSNR |", "|---|---|",
              f"| {tok['eval']['psnr']:.2f} dB | {tok['eval']['psnr_frame_mean']:.2f} dB |", "",
              "## Dynamics: open-loop rollouts from held-out contexts (K = 4)", "",
-             "| horizon | model PSNR | repeat-last-frame PSNR | gain | tokenizer reconstruction PSNR |",
-             "|---|---|---|---|---|"]
+             "| horizon | model PSNR | repeat-last-frame PSNR | gain | tokenizer reconstruction PSNR "
+             "| repeat-last-latent PSNR |",
+             "|---|---|---|---|---|---|"]
     e = dyn["eval"]
     for h in (1, 4, 8, 16):
         if f"psnr_h{h}" in e:
+            copy = e.get(f"copy_latent_h{h}")        # absent in runs from before it was measured
             lines.append(f"| {h} | {e[f'psnr_h{h}']:.2f} | {e[f'floor_h{h}']:.2f} | {e[f'gain_h{h}']:+.2f} | "
-                         f"{e[f'tokenizer_h{h}']:.2f} |")
-    lines += ["", "Curves: `tokenizer/curves.png`, `dynamics/curves.png`; rollout GIFs (ground truth left, "
+                         f"{e[f'tokenizer_h{h}']:.2f} | {'n/a' if copy is None else f'{copy:.2f}'} |")
+    lines += ["", "Repeat-last-frame: the last context frame itself; tokenizer reconstruction: the true future "
+              "frames encoded and decoded (what the model could at best reach); repeat-last-latent: the last "
+              "context frame's code decoded for every future frame (a dynamics model that does nothing).",
+              "", "Curves: `tokenizer/curves.png`, `dynamics/curves.png`; rollout GIFs (ground truth left, "
               "prediction right) and image grids in `dynamics/images/`.", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

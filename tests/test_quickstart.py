@@ -110,10 +110,13 @@ def test_quickstart_rejects_bad_arguments(bad, message, tmp_path):
 
 def test_report_says_when_a_stage_was_resumed(tmp_path):
     from dreamer4_torch.quickstart import RECIPES, report
-    evals = {"psnr_h4": 20.0, "floor_h4": 21.0, "gain_h4": -1.0, "tokenizer_h4": 22.0}
+    evals = {"psnr_h4": 20.0, "floor_h4": 21.0, "gain_h4": -1.0, "tokenizer_h4": 22.0, "copy_latent_h4": 23.5}
     tok = {"step": 100, "minutes": 3.0, "resumed_at": 0, "eval": {"psnr": 25.0, "psnr_frame_mean": 26.0}}
     dyn = {"step": 900, "minutes": 7.5, "resumed_at": 500, "eval": evals}
     text = report(tmp_path, tok, dyn, RECIPES["cpu"], tmp_path / "data").read_text()
     assert "tokenizer 100 steps in 3.0 min" in text
     assert "dynamics 900 steps (resumed at step 500; 7.5 min since)" in text
-    assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 |" in text
+    assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 | 23.50 |" in text
+    del dyn["eval"]["copy_latent_h4"]          # a run from before the column existed
+    text = report(tmp_path, tok, dyn, RECIPES["cpu"], tmp_path / "data").read_text()
+    assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 | n/a |" in text

@@ -133,7 +133,9 @@ class DynamicsTask(Task):
         target = video[:, C:]
         mse = {"psnr": frame_mse(pred_video, target),                         # (b, H) each
                "floor": frame_mse(video[:, C - 1:C].expand_as(target), target),
-               "tokenizer": frame_mse(recon_video[:, C:], target)}
+               "tokenizer": frame_mse(recon_video[:, C:], target),
+               # the trivial latent model: repeat the last context frame's code (decoded)
+               "copy_latent": frame_mse(recon_video[:, C - 1:C].expand_as(target), target)}
         w = torch.as_tensor(weights, dtype=torch.float64, device=device)[:, None]
         sums = {"n": float(w.sum())}
         for name, m in mse.items():
@@ -145,7 +147,7 @@ class DynamicsTask(Task):
         # PSNR of the MSE pooled over the held-out sequences at each horizon (upstream's convention).
         scalars = {}
         for h in [h for h in EVAL_HORIZONS if h <= H]:
-            for name in ("psnr", "floor", "tokenizer"):
+            for name in ("psnr", "floor", "tokenizer", "copy_latent"):
                 scalars[f"{name}_h{h}"] = psnr_of(sums[f"{name}_h{h}"] / n)
             scalars[f"gain_h{h}"] = scalars[f"psnr_h{h}"] - scalars[f"floor_h{h}"]
         pooled = {name: np.mean([sums[f"{name}_h{h}"] / n for h in range(1, H + 1)]) for name in mse}

@@ -78,7 +78,7 @@ def test_loss_decreases(kind, tiny_data, tiny_tokenizer, tmp_path):
     images = sorted(p.name for p in (out / "images").iterdir())
     assert images, "no evaluation images written"
     if kind == "dynamics":
-        assert {"psnr_h1", "floor_h1", "gain_h4", "tokenizer_h4", "psnr_all"} <= set(evals[-1]["eval"])
+        assert {"psnr_h1", "floor_h1", "gain_h4", "tokenizer_h4", "copy_latent_h4", "psnr_all"} <= set(evals[-1]["eval"])
         assert any(n.endswith(".gif") for n in images)
 
 
