@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamer4_torch import Dynamics
-from dreamer4_torch.prepack import ROWS_HINT, available
+from dreamer4_torch.prepack import available, pack_weight, packed_linear
 from shared.config import ConfigError, get_preset
 
 
@@ -53,9 +53,9 @@ def time_linears(preset: str, threads: int, repeats: int) -> dict:
                                 repeats)
         packed_s = None
         if available():
-            packed = [torch.ops.mkldnn._reorder_linear_weight(w, ROWS_HINT) for w in weights]
-            packed_s = _median_seconds(lambda: [torch.ops.mkldnn._linear_pointwise(
-                inputs[w.shape[1]], p, b, "none", [], "") for w, p, b in zip(weights, packed, biases)], repeats)
+            packed = [pack_weight(w) for w in weights]
+            packed_s = _median_seconds(lambda: [packed_linear(inputs[w.shape[1]], p, b)
+                                                for w, p, b in zip(weights, packed, biases)], repeats)
         flat = torch.randn(int(mb * 1e6 / 4))
         read = _median_seconds(lambda: flat.sum(), repeats)
     return {"preset": preset, "threads": threads, "rows": rows, "matrices": len(weights), "mb": mb,

@@ -14,8 +14,8 @@ with `freezing`, without compiling anything.
 
 The results are the same linear maps to fp32 rounding (~1e-6 relative). Only inference uses them:
 inside the context, a Linear falls back to plain F.linear when gradients are being recorded, when its
-weight or input is not a plain float32 CPU tensor (a DTensor under FSDP, say), or when this torch build lacks oneDNN (then the context does
-nothing at all). Packed copies are made on first use and kept (one extra copy of the weights) until
+weight or input is not a plain float32 CPU tensor (a DTensor under FSDP, say), or when this torch
+build lacks oneDNN (then the context does nothing at all). Packed copies are made on first use and kept (one extra copy of the weights) until
 `release()`; a weight changed since it was packed (an optimizer step, load_state_dict) is repacked
 on its next use (tracked through the tensor's version counter).
 
@@ -51,6 +51,16 @@ def available() -> bool:
             and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise"))
 
 
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A Linear's (out, in) float32 CPU weight reordered into oneDNN's blocked layout (for packed_linear)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """F.linear(x, weight, bias) computed by oneDNN from packed = pack_weight(weight)."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None if bias is None else bias.detach(), "none", [], "")
+
+
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = self.weight
     if (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)) or w.device.type != "cpu" \
@@ -59,10 +69,9 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, w, self.bias)
     packed = self.__dict__.get("_prepacked")
     if packed is None or packed[0] is not w or packed[1] != w._version:
-        packed = (w, w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach(), ROWS_HINT))
+        packed = (w, w._version, pack_weight(w))
         self.__dict__["_prepacked"] = packed
-    bias = None if self.bias is None else self.bias.detach()
-    return torch.ops.mkldnn._linear_pointwise(x, packed[2], bias, "none", [], "")
+    return packed_linear(x, packed[2], self.bias)
 
 
 class PrepackedLinears:
@@ -74,9 +83,8 @@ class PrepackedLinears:
     def __init__(self, model: nn.Module, enabled: bool = True):
         self.model = model
         self.enabled = bool(enabled) and available()
-
-    def _linears(self):
-        return [m for m in self.model.modules() if type(m) is nn.Linear]
+        # found once: entering and leaving happen on every generated frame
+        self._linears = [m for m in model.modules() if type(m) is nn.Linear]
 
     # The number of contexts inside which a model's Linears are swapped is kept on the model itself, so
     # that several PrepackedLinears of one model (one per demo session) do not undo each other's swap.
@@ -85,7 +93,7 @@ class PrepackedLinears:
             with _LOCK:
                 users = self.model.__dict__.get(_USERS, 0)
                 if users == 0:
-                    for m in self._linears():
+                    for m in self._linears:
                         m.forward = types.MethodType(_packed_forward, m)
                 self.model.__dict__[_USERS] = users + 1
         return self
@@ -96,19 +104,19 @@ class PrepackedLinears:
                 users = self.model.__dict__.get(_USERS, 0) - 1
                 self.model.__dict__[_USERS] = users
                 if users == 0:
-                    for m in self._linears():
+                    for m in self._linears:
                         m.__dict__.pop("forward", None)
 
     def release(self) -> None:
         """Drop the packed weight copies (they are rebuilt on the next use)."""
-        for m in self._linears():
+        for m in self._linears:
             m.__dict__.pop("_prepacked", None)
 
     @property
     def packed_bytes(self) -> int:
         """Bytes held by packed copies right now."""
         total = 0
-        for m in self._linears():
+        for m in self._linears:
             p: Optional[tuple] = m.__dict__.get("_prepacked")
             if p is not None:
                 total += p[0].numel() * p[0].element_size()
