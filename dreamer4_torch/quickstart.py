@@ -41,7 +41,7 @@ class Recipe:
 
 RECIPES = {
     "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
-                  dynamics_minutes=15.0, tokenizer_steps=2100, dynamics_steps=1000, eval_every=250),
+                  dynamics_minutes=20.0, tokenizer_steps=2100, dynamics_steps=1150, eval_every=250),
     "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0,
                   dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000, eval_every=5000),
 }
