@@ -69,7 +69,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="dmc64,dmc128", help="comma-separated presets (default: dmc64,dmc128)")
     ap.add_argument("--threads", default=None,
-                    help=f"comma-separated torch CPU thread counts (default: torch's choice, {torch.get_num_threads()})")
+                    help="comma-separated torch CPU thread counts "
+                         f"(default: torch's choice, {torch.get_num_threads()})")
     ap.add_argument("--repeats", type=int, default=30, help="timed repetitions, median reported (default 30)")
     args = ap.parse_args(argv)
     if args.repeats < 1:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .train.options import RECIPES as TRAIN_RECIPES
+
 # Visually different tasks with a lot of motion (camera-tracked bodies, swinging poles, spinning finger).
 CPU_TASKS = "cheetah-run,walker-walk,hopper-hop,finger-spin,cartpole-swingup"
 
@@ -39,11 +41,18 @@ class Recipe:
     extra_dynamics: tuple = ()
 
 
+def _steps(preset: str, kind: str) -> int:
+    """The trainer recipe's step count (dreamer4_torch.train.options.RECIPES), which sets its lr schedule."""
+    return TRAIN_RECIPES[preset][kind]["steps"]
+
+
 RECIPES = {
-    "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0,
-                  dynamics_minutes=20.0, tokenizer_steps=2100, dynamics_steps=1150, eval_every=250),
-    "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0,
-                  dynamics_minutes=240.0, tokenizer_steps=90000, dynamics_steps=40000, eval_every=5000),
+    "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=10, tokenizer_minutes=16.0, dynamics_minutes=20.0,
+                  tokenizer_steps=_steps("dmc64", "tokenizer"), dynamics_steps=_steps("dmc64", "dynamics"),
+                  eval_every=250),
+    "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0, dynamics_minutes=240.0,
+                  tokenizer_steps=_steps("dmc128", "tokenizer"), dynamics_steps=_steps("dmc128", "dynamics"),
+                  eval_every=5000),
 }
 
 
