@@ -82,6 +82,23 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert f"{dyn_eval['psnr_h4']:.2f}" in report and f"{dyn_eval['floor_h4']:.2f}" in report
     assert "repeat-last-frame" in report
 
+    # benchmarks/dynamics_eval_spread.py re-runs the trainer's evaluation: with the trainer's window
+    # count and noise seed it reproduces the logged gains.
+    from benchmarks import dynamics_eval_spread
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert dynamics_eval_spread.main([str(out / "dynamics"), "--sequences", "4", "--seeds", "1234,7"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in buf.getvalue().splitlines()
+            if line.startswith("| 4 |")]
+    assert [r[1] for r in rows] == ["1234", "7", "mean ± sd"], buf.getvalue()
+    assert rows[0][2] == f"{dyn_eval['gain_h1']:+.2f}" and rows[0][3] == f"{dyn_eval['gain_h4']:+.2f}"
+    mean = rows[2][3].split(" ± ")
+    assert float(mean[1]) >= 0 and min(float(rows[0][3]), float(rows[1][3])) - 0.01 <= float(mean[0])
+    with pytest.raises(SystemExit, match="not a run directory"):
+        dynamics_eval_spread.main([str(out)])
+
     # Re-running skips the finished stages (and, with --no-demo, returns after the report).
     again = subprocess.run(quickstart_cmd(data, out, "--no-demo"), cwd=ROOT, env=ENV, capture_output=True,
                            text=True, timeout=300)

@@ -76,6 +76,7 @@ class DynamicsTask(Task):
         n = min(options.eval_sequences, len(evals))
         self.eval_windows = np.linspace(0, len(evals) - 1, n).round().astype(np.int64)
         self.eval_sampler = evals
+        self.eval_noise_seed = 1234      # the rollouts' starting noise: the same every evaluation
         torch.manual_seed(options.seed)      # identical initial weights on every rank and every run
         self.model = Dynamics(self.config).to(world.device)
 
@@ -125,7 +126,7 @@ class DynamicsTask(Task):
         actions = torch.from_numpy(batch["actions"]).to(device)
         act_mask = torch.from_numpy(batch["action_mask"]).to(device)
         model.eval()
-        gen = torch.Generator(device=device).manual_seed(1234)                # same noise every evaluation
+        gen = torch.Generator(device=device).manual_seed(self.eval_noise_seed)
         pred = rollout(model, model.pack(z[:, :C]), actions, act_mask, H, n_steps=o.eval_sampling_steps,
                        noise=gen, use_cache=True)
         pred_video = decode_chunked(self.tokenizer, model.unpack(pred), self.chunk)

@@ -1,0 +1,94 @@
+"""How much a dynamics run's evaluation moves with the held-out windows and the sampling noise.
+
+The trainer evaluates open-loop rollouts on a fixed set of held-out windows with one fixed draw of
+starting noise, so that every evaluation of a run is comparable with the others. This script
+re-runs exactly that evaluation (`DynamicsTask.evaluate`) on one checkpoint for several window
+counts and several noise seeds and prints the gain over the repeat-last-frame floor at each horizon,
+with the mean and standard deviation over the seeds for each window count:
+
+    python -m benchmarks.dynamics_eval_spread runs/quickstart/dynamics --sequences 48,96 --seeds 1234,1,2,3
+
+Paths recorded in the run's options.json (data, tokenizer) are resolved against --root (default:
+the current directory, where the training command ran). Nothing in the run directory is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HORIZONS = (1, 4, 8, 16)
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"error: {flag} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise SystemExit(f"error: {flag} is empty")
+    return values
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="dynamics run directory (holds options.json and checkpoints/)")
+    ap.add_argument("--checkpoint", default="latest", help="checkpoint under RUN/checkpoints")
+    ap.add_argument("--root", type=Path, default=Path("."),
+                    help="directory the run's recorded data and tokenizer paths are relative to")
+    ap.add_argument("--sequences", default="48", help="comma-separated numbers of held-out windows")
+    ap.add_argument("--seeds", default="1234", help="comma-separated noise seeds (the trainer uses 1234)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
+    if not (args.run / "options.json").is_file():
+        raise SystemExit(f"error: {args.run} is not a run directory (no options.json)")
+    ckpt = args.run / "checkpoints" / args.checkpoint
+    if not ckpt.exists():
+        raise SystemExit(f"error: no checkpoint {ckpt}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    from dreamer4_torch.checkpoint import load_model
+    from dreamer4_torch.train import distributed as D
+    from dreamer4_torch.train.dynamics import DynamicsTask
+    from dreamer4_torch.train.options import DynamicsOptions, options_from_json
+
+    recorded = options_from_json(DynamicsOptions, args.run / "options.json")
+    options = dataclasses.replace(recorded, data=str(args.root / recorded.data),
+                                  tokenizer=str(args.root / recorded.tokenizer), out=str(args.run),
+                                  cache_latents=False, workers=0, device="cpu")
+    weights = load_model(ckpt, kind="dynamics").state_dict()
+    world = D.init("cpu")
+    horizons = [h for h in HORIZONS if h <= options.eval_horizon]
+    head = ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
+        [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]]
+    print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
+          f"{options.eval_context}; gains in dB over the repeat-last-frame floor\n")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for n in sequences:
+        task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
+        task.model.load_state_dict(weights)
+        gains = []
+        for seed in seeds:
+            task.eval_noise_seed = seed
+            s, _, _ = task.evaluate(0, task.model)
+            gains.append([s[f"gain_h{h}"] for h in horizons])
+            cells = [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
+                [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
+            print(f"| {len(task.eval_windows)} | {seed} | " + " | ".join(cells) + " |", flush=True)
+        if len(seeds) > 1:
+            g = np.asarray(gains)
+            cells = [f"{m:+.2f} ± {sd:.2f}" for m, sd in zip(g.mean(0), g.std(0))] + [""] * (len(head) - 2 - len(horizons))
+            print(f"| {len(task.eval_windows)} | mean ± sd | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
