@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HORIZONS = (1, 4, 8, 16)
-
 
 def _ints(text: str, flag: str) -> list[int]:
     try:
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
 
     from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.train import distributed as D
-    from dreamer4_torch.train.dynamics import DynamicsTask
+    from dreamer4_torch.train.dynamics import EVAL_HORIZONS, DynamicsTask
     from dreamer4_torch.train.options import DynamicsOptions, options_from_json
 
     recorded = options_from_json(DynamicsOptions, args.run / "options.json")
@@ -65,7 +63,7 @@ def main(argv=None) -> int:
                                   cache_latents=False, workers=0, device="cpu")
     weights = load_model(ckpt, kind="dynamics").state_dict()
     world = D.init("cpu")
-    horizons = [h for h in HORIZONS if h <= options.eval_horizon]
+    horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]
     head = ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
@@ -80,12 +78,14 @@ def main(argv=None) -> int:
             task.eval_noise_seed = seed
             s, _, _ = task.evaluate(0, task.model)
             gains.append([s[f"gain_h{h}"] for h in horizons])
-            cells = [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
+            cells = [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + \
+                [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
                 [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
             print(f"| {len(task.eval_windows)} | {seed} | " + " | ".join(cells) + " |", flush=True)
         if len(seeds) > 1:
             g = np.asarray(gains)
-            cells = [f"{m:+.2f} ± {sd:.2f}" for m, sd in zip(g.mean(0), g.std(0))] + [""] * (len(head) - 2 - len(horizons))
+            cells = [f"{m:+.2f} ± {sd:.2f}" for m, sd in zip(g.mean(0), g.std(0))]
+            cells += [""] * (len(head) - 2 - len(cells))
             print(f"| {len(task.eval_windows)} | mean ± sd | " + " | ".join(cells) + " |", flush=True)
     return 0
 
