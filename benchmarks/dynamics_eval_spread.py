@@ -14,13 +14,12 @@ the current directory, where the training command ran). Nothing in the run direc
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
-import torch
+
+from benchmarks.run_args import checked_checkpoint, run_parser
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -34,23 +33,12 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="dynamics run directory (holds options.json and checkpoints/)")
-    ap.add_argument("--checkpoint", default="latest", help="checkpoint under RUN/checkpoints")
-    ap.add_argument("--root", type=Path, default=Path("."),
-                    help="directory the run's recorded data and tokenizer paths are relative to")
+    ap = run_parser(__doc__)
     ap.add_argument("--sequences", default="48", help="comma-separated numbers of held-out windows")
     ap.add_argument("--seeds", default="1234", help="comma-separated noise seeds (the trainer uses 1234)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
-    if not (args.run / "options.json").is_file():
-        raise SystemExit(f"error: {args.run} is not a run directory (no options.json)")
-    ckpt = args.run / "checkpoints" / args.checkpoint
-    if not ckpt.exists():
-        raise SystemExit(f"error: no checkpoint {ckpt}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    ckpt = checked_checkpoint(args)
 
     from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.train import distributed as D

@@ -99,6 +99,33 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     with pytest.raises(SystemExit, match="not a run directory"):
         dynamics_eval_spread.main([str(out)])
 
+    # benchmarks/dynamics_one_step.py: one-step latent errors per task and split. Its copy column is
+    # recomputed here from the tokenizer: the mean squared change of the code from the last context frame
+    # to the next, over the same evenly spaced held-out windows.
+    from benchmarks import dynamics_one_step
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert dynamics_one_step.main([str(out / "dynamics"), "--windows", "5", "--context", "2"]) == 0
+    table = {(r[0], r[1]): r[2:] for r in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in buf.getvalue().splitlines() if line.startswith("| "))
+             if r[0] in ("held-out", "train")}
+    tasks = ("cartpole-swingup", "reacher-easy", "all")
+    assert set(table) == {(s, t) for s in ("held-out", "train") for t in tasks}, buf.getvalue()
+    assert all(float(v) >= 0 for row in table.values() for v in row[1:]), buf.getvalue()
+    import numpy as np
+    import torch
+    from dreamer4_torch.checkpoint import load_model
+    from dreamer4_torch.train.common import to_video
+    from shared.data.windows import WindowSampler, split_episodes
+    tok = load_model(out / "tokenizer" / "checkpoints" / "latest", kind="tokenizer")
+    windows = WindowSampler(data, 3, episodes=split_episodes(data, 1, 0)[1])
+    picked = np.linspace(0, len(windows) - 1, min(5, len(windows))).round().astype(np.int64)
+    with torch.no_grad():
+        z = tok.encode(to_video(torch.from_numpy(windows.read(picked)["frames"]), "cpu")).float()
+    copy = float((z[:, 2] - z[:, 1]).pow(2).mean())
+    assert table[("held-out", "all")][0] == str(len(picked))
+    assert abs(float(table[("held-out", "all")][3]) - copy) < 1e-4, (copy, buf.getvalue())
+
     # Re-running skips the finished stages (and, with --no-demo, returns after the report).
     again = subprocess.run(quickstart_cmd(data, out, "--no-demo"), cwd=ROOT, env=ENV, capture_output=True,
                            text=True, timeout=300)
