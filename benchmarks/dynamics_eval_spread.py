@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.run_args import checked_checkpoint, run_parser
+from benchmarks.run_args import checked_checkpoint, recorded_options, run_parser
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -43,12 +43,9 @@ def main(argv=None) -> int:
     from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.train import distributed as D
     from dreamer4_torch.train.dynamics import EVAL_HORIZONS, DynamicsTask
-    from dreamer4_torch.train.options import DynamicsOptions, options_from_json
 
-    recorded = options_from_json(DynamicsOptions, args.run / "options.json")
-    options = dataclasses.replace(recorded, data=str(args.root / recorded.data),
-                                  tokenizer=str(args.root / recorded.tokenizer), out=str(args.run),
-                                  cache_latents=False, workers=0, device="cpu")
+    options = dataclasses.replace(recorded_options(args), out=str(args.run), cache_latents=False, workers=0,
+                                  device="cpu")
     weights = load_model(ckpt, kind="dynamics").state_dict()
     world = D.init("cpu")
     horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]

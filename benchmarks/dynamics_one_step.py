@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.run_args import checked_checkpoint, run_parser
+from benchmarks.run_args import checked_checkpoint, recorded_options, run_parser
 
 RIDGE = 1.0
 
@@ -67,13 +67,12 @@ def main(argv=None) -> int:
     from dreamer4_torch.train import distributed as D
     from dreamer4_torch.train.common import encode_chunked, to_video, tokenizer_clip_frames
     from dreamer4_torch.train.latents import build_latent_cache, cache_is_valid, fingerprint
-    from dreamer4_torch.train.options import DynamicsOptions, options_from_json
     from shared.data.format import open_dataset
     from shared.data.tasks import TASK_NAMES
     from shared.data.windows import WindowSampler, split_episodes
 
-    options = options_from_json(DynamicsOptions, args.run / "options.json")
-    data_dir, tok_dir = args.root / options.data, args.root / options.tokenizer
+    options = recorded_options(args)
+    data_dir, tok_dir = Path(options.data), Path(options.tokenizer)
     tokenizer = load_model(tok_dir, kind="tokenizer")
     model = load_model(ckpt, kind="dynamics")
     chunk = tokenizer_clip_frames(tok_dir) or options.frames
@@ -99,8 +98,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         for split, episodes in (("held-out", heldout_eps), ("train", train_eps)):
             sampler = WindowSampler(dataset, C + 1, episodes=episodes)
-            n = min(args.windows, len(sampler))
-            batch = sampler.read(np.linspace(0, len(sampler) - 1, n).round().astype(np.int64))
+            picked = sampler.evenly_spaced(args.windows)
+            batch, n = sampler.read(picked), len(picked)
             z = encode_chunked(tokenizer, to_video(torch.from_numpy(batch["frames"]), "cpu"), chunk).float()
             actions, act_mask = torch.from_numpy(batch["actions"]), torch.from_numpy(batch["action_mask"])
             target = z[:, C]

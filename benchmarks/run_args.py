@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -29,3 +30,11 @@ def checked_checkpoint(args: argparse.Namespace) -> Path:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     return ckpt
+
+
+def recorded_options(args: argparse.Namespace):
+    """The run's recorded DynamicsOptions, with its data and tokenizer paths resolved against --root."""
+    from dreamer4_torch.train.options import DynamicsOptions, options_from_json
+    recorded = options_from_json(DynamicsOptions, args.run / "options.json")
+    return dataclasses.replace(recorded, data=str(args.root / recorded.data),
+                               tokenizer=str(args.root / recorded.tokenizer))

@@ -73,8 +73,7 @@ class DynamicsTask(Task):
         self.frames_per_batch = options.batch_size * options.frames
         length = options.eval_context + options.eval_horizon
         evals = WindowSampler(dataset, length, episodes=self.heldout_eps)
-        n = min(options.eval_sequences, len(evals))
-        self.eval_windows = np.linspace(0, len(evals) - 1, n).round().astype(np.int64)
+        self.eval_windows = evals.evenly_spaced(options.eval_sequences)
         self.eval_sampler = evals
         self.eval_noise_seed = 1234      # the rollouts' starting noise: the same every evaluation
         torch.manual_seed(options.seed)      # identical initial weights on every rank and every run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from shared.config import TokenizerConfig, config_from_json, get_preset, replace
@@ -56,8 +55,7 @@ class TokenizerTask(Task):
         self.frames_per_batch = options.batch_size * options.frames
         # Fixed held-out clips, spread over all held-out windows (the same every evaluation).
         evals = WindowSampler(dataset, options.frames, episodes=self.heldout_eps)
-        n = min(options.eval_sequences, len(evals))
-        self.eval_windows = np.linspace(0, len(evals) - 1, n).round().astype(np.int64)
+        self.eval_windows = evals.evenly_spaced(options.eval_sequences)
         self.eval_sampler = evals
         torch.manual_seed(options.seed)      # identical initial weights on every rank and every run
         self.model = Tokenizer(self.config).to(world.device)

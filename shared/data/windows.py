@@ -71,6 +71,12 @@ class WindowSampler:
     def __len__(self) -> int:
         return int(self._first_index[-1])
 
+    def evenly_spaced(self, count: int) -> np.ndarray:
+        """Indices of min(count, len(self)) windows spread evenly from the first window to the last
+        (the trainers' fixed evaluation windows)."""
+        n = min(int(count), len(self))
+        return np.linspace(0, len(self) - 1, n).round().astype(np.int64)
+
     def locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Window indices -> (episode ids, start frame within the episode), vectorised."""
         indices = np.asarray(indices, np.int64)

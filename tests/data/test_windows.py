@@ -21,6 +21,16 @@ def test_windows_enumerate_every_valid_window_once(synthetic):
         sampler.window_at(len(sampler))
 
 
+def test_evenly_spaced_windows(synthetic):
+    path, _ = synthetic
+    sampler = WindowSampler(path, 6)
+    last = len(sampler) - 1
+    assert sampler.evenly_spaced(1).tolist() == [0]
+    assert sampler.evenly_spaced(3).tolist() == [0, round(last / 2), last]
+    # more than there are: every window once, in order
+    assert sampler.evenly_spaced(len(sampler) + 5).tolist() == list(range(len(sampler)))
+
+
 def test_window_contents_and_alignment(synthetic):
     path, episodes = synthetic
     sampler = WindowSampler(path, 7, seed=3)
