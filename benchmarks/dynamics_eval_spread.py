@@ -8,6 +8,9 @@ with the mean and standard deviation over the seeds for each window count:
 
     python -m benchmarks.dynamics_eval_spread runs/quickstart/dynamics --sequences 48,96 --seeds 1234,1,2,3
 
+`--sampling-steps K` evaluates with K shortcut steps per frame instead of the run's recorded K (the
+trainer's default is 4); K = 1 gives the model's single-step mean prediction from pure noise.
+
 Paths recorded in the run's options.json (data, tokenizer) are resolved against --root (default:
 the current directory, where the training command ran). Nothing in the run directory is written.
 """
@@ -36,6 +39,8 @@ def main(argv=None) -> int:
     ap = run_parser(__doc__)
     ap.add_argument("--sequences", default="48", help="comma-separated numbers of held-out windows")
     ap.add_argument("--seeds", default="1234", help="comma-separated noise seeds (the trainer uses 1234)")
+    ap.add_argument("--sampling-steps", type=int, default=None,
+                    help="shortcut steps K per generated frame (default: the run's recorded eval_sampling_steps)")
     args = ap.parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
     ckpt = checked_checkpoint(args)
@@ -46,7 +51,15 @@ def main(argv=None) -> int:
 
     options = dataclasses.replace(recorded_options(args), out=str(args.run), cache_latents=False, workers=0,
                                   device="cpu")
-    weights = load_model(ckpt, kind="dynamics").state_dict()
+    model = load_model(ckpt, kind="dynamics")
+    if args.sampling_steps is not None:
+        from shared.shortcut import inference_plan
+        try:
+            inference_plan(model.config.k_max, args.sampling_steps)
+        except ValueError as e:
+            raise SystemExit(f"error: --sampling-steps: {e}") from None
+        options = dataclasses.replace(options, eval_sampling_steps=args.sampling_steps)
+    weights = model.state_dict()
     world = D.init("cpu")
     horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]
     head = ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \

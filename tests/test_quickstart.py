@@ -98,6 +98,13 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert float(mean[1]) >= 0 and min(float(rows[0][3]), float(rows[1][3])) - 0.01 <= float(mean[0])
     with pytest.raises(SystemExit, match="not a run directory"):
         dynamics_eval_spread.main([str(out)])
+    # --sampling-steps replaces the recorded K (4) in the evaluation; K must be a power of two <= k_max.
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert dynamics_eval_spread.main([str(out / "dynamics"), "--sequences", "4", "--sampling-steps", "1"]) == 0
+    assert "K = 1," in buf.getvalue() and "| 4 | 1234 |" in buf.getvalue(), buf.getvalue()
+    with pytest.raises(SystemExit, match="power of two"):
+        dynamics_eval_spread.main([str(out / "dynamics"), "--sampling-steps", "3"])
 
     # benchmarks/dynamics_one_step.py: one-step latent errors per task and split. Its copy column is
     # recomputed here from the tokenizer: the mean squared change of the code from the last context frame
