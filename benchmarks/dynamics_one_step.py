@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             actions, act_mask = torch.from_numpy(batch["actions"]), torch.from_numpy(batch["action_mask"])
             target = z[:, C]
             errors = {}
-            for steps in (1, K):
+            for steps in sorted({1, K}):
                 pred = rollout(model, model.pack(z[:, :C]), actions, act_mask, 1, n_steps=steps,
                                noise=torch.Generator().manual_seed(args.seed))
                 errors[f"K{steps}"] = (model.unpack(pred)[:, 0] - target).pow(2).mean(dim=(1, 2))

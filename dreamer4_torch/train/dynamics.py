@@ -12,7 +12,7 @@ from shared.config import DynamicsConfig, check_compatible, config_from_json, dy
 from shared.data.format import open_dataset
 from shared.data.windows import WindowSampler, split_episodes
 from shared.io import CheckpointError
-from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
+from shared.shortcut import draw_shortcut_indices, inference_plan, n_bootstrap_rows
 
 from ..checkpoint import load_model
 from ..dynamics import Dynamics
@@ -38,6 +38,10 @@ def dynamics_config(options, tokenizer_cfg) -> DynamicsConfig:
         check_compatible(tokenizer_cfg, cfg)
     except ValueError as e:
         raise SystemExit(f"error: --tokenizer {options.tokenizer} does not fit the dynamics model: {e}") from e
+    try:   # here, not at the first evaluation after eval_every steps of training
+        inference_plan(cfg.k_max, options.eval_sampling_steps)
+    except ValueError as e:
+        raise SystemExit(f"error: --eval-sampling-steps: {e}") from None
     return cfg
 
 

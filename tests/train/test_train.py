@@ -131,6 +131,11 @@ def test_clear_errors(tiny_data, tiny_tokenizer, tmp_path):
     assert r.returncode != 0 and "holds a dynamics checkpoint, but a tokenizer checkpoint was expected" in r.stderr
     r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "e", "--tokenizer", tmp_path / "none", *FAST))
     assert r.returncode != 0 and "--tokenizer" in r.stderr and "does not exist" in r.stderr
+    # a number of evaluation sampling steps the shortcut grid does not have: refused before training
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "g", "--tokenizer", tiny_tokenizer,
+                      "--eval-sampling-steps", 3, *FAST))
+    assert r.returncode != 0 and "--eval-sampling-steps" in r.stderr and "power of two" in r.stderr, r.stderr
+    assert "step 1/" not in r.stdout
     # a dynamics config whose latents do not match the tokenizer
     cfg = json.loads((Path(tiny_tokenizer) / "config.json").read_text())
     from shared.config import config_to_json, replace
