@@ -11,6 +11,12 @@ with the mean and standard deviation over the seeds for each window count:
 `--sampling-steps K` evaluates with K shortcut steps per frame instead of the run's recorded K (the
 trainer's default is 4); K = 1 gives the model's single-step mean prediction from pure noise.
 
+Two ablations say what the gain is made of. `--actions shuffled` gives every window the recorded
+actions of another held-out window of the same task (half that task's windows away), `--actions
+zero` all-zero actions (no force), so the difference from `--actions recorded` (the default) is what
+the model takes from the actions it is given. `--per-task` adds a row per task: the pooled gain is an
+MSE average, and the task with the lowest floor PSNR (the most motion) weighs the most in it.
+
 Paths recorded in the run's options.json (data, tokenizer) are resolved against --root (default:
 the current directory, where the training command ran). Nothing in the run directory is written.
 """
@@ -23,6 +29,7 @@ import sys
 import numpy as np
 
 from benchmarks.run_args import checked_checkpoint, recorded_options, run_parser
+from shared.data.tasks import task_name
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -35,12 +42,53 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
+ACTION_MODES = ("recorded", "shuffled", "zero")
+
+
+def replace_actions(batch: dict, mode: str) -> dict:
+    """The batch of windows (`WindowSampler.read`) with its actions replaced as `--actions` says; the
+    action masks (the task's real dimensions) stay. "shuffled" rolls the windows of each task by half
+    their number, so every window gets another window's actions of the same task."""
+    if mode == "recorded":
+        return batch
+    out = dict(batch)
+    if mode == "zero":
+        out["actions"] = np.zeros_like(batch["actions"])
+        return out
+    if mode != "shuffled":
+        raise ValueError(f"--actions must be one of {', '.join(ACTION_MODES)}, got {mode!r}")
+    task_ids = np.asarray(batch["task_id"])
+    order = np.arange(len(task_ids))
+    for t in np.unique(task_ids):
+        rows = np.flatnonzero(task_ids == t)
+        if len(rows) < 2:
+            raise SystemExit(f"error: --actions shuffled needs at least 2 held-out windows of every task; "
+                             f"{task_name(int(t))} has {len(rows)} (raise --sequences)")
+        order[rows] = np.roll(rows, len(rows) // 2)
+    out["actions"] = batch["actions"][order]
+    return out
+
+
+class _ActionOverride:
+    """Wraps the evaluation's WindowSampler so that its batches carry replaced actions."""
+
+    def __init__(self, sampler, mode: str):
+        self.sampler, self.mode = sampler, mode
+
+    def read(self, indices):
+        return replace_actions(self.sampler.read(indices), self.mode)
+
+
 def main(argv=None) -> int:
     ap = run_parser(__doc__)
     ap.add_argument("--sequences", default="48", help="comma-separated numbers of held-out windows")
     ap.add_argument("--seeds", default="1234", help="comma-separated noise seeds (the trainer uses 1234)")
     ap.add_argument("--sampling-steps", type=int, default=None,
                     help="shortcut steps K per generated frame, in place of the run's recorded --eval-sampling-steps")
+    ap.add_argument("--actions", choices=ACTION_MODES, default="recorded",
+                    help="actions given to the rollouts: the recorded ones, another held-out window's of the "
+                         "same task (shuffled), or all zero")
+    ap.add_argument("--per-task", action="store_true", help="a row per task besides the pooled one")
     args = ap.parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
     ckpt = checked_checkpoint(args)
@@ -56,29 +104,40 @@ def main(argv=None) -> int:
     weights = load_model(ckpt, kind="dynamics").state_dict()
     world = D.init("cpu")
     horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]
-    head = ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
+    head = (["task"] if args.per_task else []) + ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
-          f"{options.eval_context}; gains in dB over the repeat-last-frame floor\n")
+          f"{options.eval_context}, {args.actions} actions; gains in dB over the repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in sequences:
         task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
         task.model.load_state_dict(weights)
-        gains = []
-        for seed in seeds:
-            task.eval_noise_seed = seed
-            s, _, _ = task.evaluate(0, task.model)
-            gains.append([s[f"gain_h{h}"] for h in horizons])
-            cells = [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + \
-                [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
-                [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
-            print(f"| {len(task.eval_windows)} | {seed} | " + " | ".join(cells) + " |", flush=True)
-        if len(seeds) > 1:
-            g = np.asarray(gains)
-            cells = [f"{m:+.2f} ± {sd:.2f}" for m, sd in zip(g.mean(0), g.std(0))]
-            cells += [""] * (len(head) - 2 - len(cells))
-            print(f"| {len(task.eval_windows)} | mean ± sd | " + " | ".join(cells) + " |", flush=True)
+        task.eval_sampler = _ActionOverride(task.eval_sampler, args.actions)
+        windows = task.eval_windows
+        groups = [("all", windows)]
+        if args.per_task:
+            episodes, _ = task.eval_sampler.sampler.locate(windows)
+            ids = task.eval_sampler.sampler.dataset.episodes["task_id"][episodes]
+            groups += [(task_name(int(t)), windows[ids == t]) for t in np.unique(ids)]
+        for name, group in groups:
+            task.eval_windows = group
+            first = [name] if args.per_task else []
+            gains = []
+            for seed in seeds:
+                task.eval_noise_seed = seed
+                s, _, _ = task.evaluate(0, task.model)
+                gains.append([s[f"gain_h{h}"] for h in horizons])
+                cells = first + [str(len(group)), str(seed)] + [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + \
+                    [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
+                    [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
+                print("| " + " | ".join(cells) + " |", flush=True)
+            if len(seeds) > 1:
+                g = np.asarray(gains)
+                cells = first + [str(len(group)), "mean ± sd"] + \
+                    [f"{m:+.2f} ± {sd:.2f}" for m, sd in zip(g.mean(0), g.std(0))]
+                cells += [""] * (len(head) - len(cells))
+                print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

@@ -56,3 +56,31 @@ def test_sampler_speed_table(capsys):
                                                               ("torch", "tiny", "roll", "4", "2")]
     for r in rows:
         assert all(float(v.rstrip("x")) > 0 for v in r[5:])
+
+
+def test_eval_spread_replaces_actions_within_each_task():
+    """dynamics_eval_spread --actions: shuffled gives every window the recorded actions of another
+    window of the same task; zero gives zeros; the action masks and everything else stay."""
+    import numpy as np
+    from benchmarks.dynamics_eval_spread import replace_actions
+
+    task_id = np.array([3, 3, 7, 3, 7, 7, 7])
+    actions = np.arange(7 * 2 * 4, dtype=np.float32).reshape(7, 2, 4)       # every window unique
+    mask = np.ones((7, 2, 4), np.float32)
+    frames = np.zeros((7, 2, 3, 4, 4), np.uint8)
+    batch = {"actions": actions, "action_mask": mask, "task_id": task_id, "frames": frames}
+    assert replace_actions(batch, "recorded") is batch
+    shuffled = replace_actions(batch, "shuffled")
+    assert shuffled["action_mask"] is mask and shuffled["frames"] is frames
+    for i in range(7):
+        # which window's actions window i now carries
+        (src,) = [j for j in range(7) if np.array_equal(shuffled["actions"][i], actions[j])]
+        assert src != i and task_id[src] == task_id[i], (i, src)
+    # a permutation: every window's actions are used once
+    assert sorted(float(a[0, 0]) for a in shuffled["actions"]) == sorted(float(a[0, 0]) for a in actions)
+    assert not replace_actions(batch, "zero")["actions"].any()
+    assert batch["actions"] is actions and actions.any()                    # the input is not modified
+    with pytest.raises(SystemExit, match="at least 2 held-out windows"):
+        replace_actions({**batch, "task_id": np.array([3, 3, 3, 3, 3, 3, 7])}, "shuffled")
+    with pytest.raises(ValueError, match="--actions"):
+        replace_actions(batch, "random")

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
     raise AssertionError(f"no answer from {url} within {timeout:.0f}s")
 
 
-def test_quickstart_pipeline_end_to_end(tmp_path):
+def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     data, out = tmp_path / "data", tmp_path / "runs"
     port = free_port()
     log = tmp_path / "quickstart.log"
@@ -105,6 +106,35 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert "K = 1," in buf.getvalue() and "| 4 | 1234 |" in buf.getvalue(), buf.getvalue()
     with pytest.raises(SystemExit, match="power of two"):
         dynamics_eval_spread.main([str(out / "dynamics"), "--sampling-steps", "3"])
+    # --per-task adds a row per task (the pooled row first, as without it); --actions zero replaces what
+    # every evaluation batch carries (the 12-step model's zero-initialised action encoder ignores it, so
+    # the batches are checked, not the numbers; replace_actions itself is tested in test_benchmarks.py).
+    given = []
+    real_replace = dynamics_eval_spread.replace_actions
+
+    def spy(batch, mode):
+        replaced = real_replace(batch, mode)
+        given.append((mode, bool(np.any(batch["actions"])), bool(np.any(replaced["actions"]))))
+        return replaced
+
+    monkeypatch.setattr(dynamics_eval_spread, "replace_actions", spy)
+    rows = {}
+    for actions in ("recorded", "zero"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert dynamics_eval_spread.main([str(out / "dynamics"), "--sequences", "4", "--per-task",
+                                              "--actions", actions]) == 0
+        assert f"{actions} actions" in buf.getvalue(), buf.getvalue()
+        rows[actions] = [[c.strip() for c in line.strip("|").split("|")] for line in buf.getvalue().splitlines()
+                         if line.startswith("| ") and line.split("|")[2].strip().isdigit()]
+    recorded, zero = rows["recorded"], rows["zero"]
+    assert [r[0] for r in recorded] == ["all", "cartpole-swingup", "reacher-easy"], recorded
+    assert sum(int(r[1]) for r in recorded[1:]) == int(recorded[0][1]) == 4
+    assert recorded[0][3] == f"{dyn_eval['gain_h1']:+.2f}"                  # the pooled row is the trainer's
+    assert [r[:3] + r[-4:] for r in zero] == [r[:3] + r[-4:] for r in recorded]
+    assert {g for g in given if g[0] == "recorded"} == {("recorded", True, True)}, given
+    assert {g for g in given if g[0] == "zero"} == {("zero", True, False)}, given
+    assert len(given) == 2 * 3                                              # one batch per row
 
     # benchmarks/dynamics_one_step.py: one-step latent errors per task and split. Its copy column is
     # recomputed here from the tokenizer: the mean squared change of the code from the last context frame
@@ -119,7 +149,6 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     tasks = ("cartpole-swingup", "reacher-easy", "all")
     assert set(table) == {(s, t) for s in ("held-out", "train") for t in tasks}, buf.getvalue()
     assert all(float(v) >= 0 for row in table.values() for v in row[1:]), buf.getvalue()
-    import numpy as np
     import torch
     from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.train.common import to_video
