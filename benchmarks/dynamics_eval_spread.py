@@ -16,6 +16,9 @@ actions of another held-out window of the same task (half that task's windows aw
 zero` all-zero actions (no force), so the difference from `--actions recorded` (the default) is what
 the model takes from the actions it is given. `--per-task` adds a row per task: the pooled gain is an
 MSE average, and the task with the lowest floor PSNR (the most motion) weighs the most in it.
+The last columns bound what any dynamics model can gain: "tokenizer gain" is the gain of the
+tokenizer's reconstruction of the true future frames, which a model's decoded prediction cannot
+beat by more than the decoder's luck.
 
 Paths recorded in the run's options.json (data, tokenizer) are resolved against --root (default:
 the current directory, where the training command ran). Nothing in the run directory is written.
@@ -105,7 +108,8 @@ def main(argv=None) -> int:
     world = D.init("cpu")
     horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]
     head = (["task"] if args.per_task else []) + ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
-        [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]]
+        [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]] + \
+        [f"tokenizer gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
           f"{options.eval_context}, {args.actions} actions; gains in dB over the repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
@@ -130,7 +134,8 @@ def main(argv=None) -> int:
                 gains.append([s[f"gain_h{h}"] for h in horizons])
                 cells = first + [str(len(group)), str(seed)] + [f"{s[f'gain_h{h}']:+.2f}" for h in horizons] + \
                     [f"{s[f'floor_h{h}']:.2f}" for h in horizons[:2]] + \
-                    [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
+                    [f"{s[f'copy_latent_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]] + \
+                    [f"{s[f'tokenizer_h{h}'] - s[f'floor_h{h}']:+.2f}" for h in horizons[:2]]
                 print("| " + " | ".join(cells) + " |", flush=True)
             if len(seeds) > 1:
                 g = np.asarray(gains)

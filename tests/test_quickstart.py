@@ -131,7 +131,8 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert [r[0] for r in recorded] == ["all", "cartpole-swingup", "reacher-easy"], recorded
     assert sum(int(r[1]) for r in recorded[1:]) == int(recorded[0][1]) == 4
     assert recorded[0][3] == f"{dyn_eval['gain_h1']:+.2f}"                  # the pooled row is the trainer's
-    assert [r[:3] + r[-4:] for r in zero] == [r[:3] + r[-4:] for r in recorded]
+    assert recorded[0][-2] == f"{dyn_eval['tokenizer_h1'] - dyn_eval['floor_h1']:+.2f}", recorded[0]
+    assert [r[:3] + r[-6:] for r in zero] == [r[:3] + r[-6:] for r in recorded]
     assert {g for g in given if g[0] == "recorded"} == {("recorded", True, True)}, given
     assert {g for g in given if g[0] == "zero"} == {("zero", True, False)}, given
     assert len(given) == 2 * 3                                              # one batch per row
