@@ -107,8 +107,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="power of two"):
         dynamics_eval_spread.main([str(out / "dynamics"), "--sampling-steps", "3"])
     # --per-task adds a row per task (the pooled row first, as without it); --actions zero replaces what
-    # every evaluation batch carries (the 12-step model's zero-initialised action encoder ignores it, so
-    # the batches are checked, not the numbers; replace_actions itself is tested in test_benchmarks.py).
+    # every evaluation batch carries (the 12-step model's action encoder output layer starts at std 1e-3
+    # and the printed gains do not move, so the batches are checked, not the numbers; replace_actions
+    # itself is tested in test_benchmarks.py).
     given = []
     real_replace = dynamics_eval_spread.replace_actions
 
