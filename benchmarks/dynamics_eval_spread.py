@@ -117,13 +117,13 @@ def main(argv=None) -> int:
     for n in sequences:
         task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
         task.model.load_state_dict(weights)
-        task.eval_sampler = _ActionOverride(task.eval_sampler, args.actions)
         windows = task.eval_windows
         groups = [("all", windows)]
         if args.per_task:
-            episodes, _ = task.eval_sampler.sampler.locate(windows)
-            ids = task.eval_sampler.sampler.dataset.episodes["task_id"][episodes]
+            episodes, _ = task.eval_sampler.locate(windows)
+            ids = task.eval_sampler.dataset.episodes["task_id"][episodes]
             groups += [(task_name(int(t)), windows[ids == t]) for t in np.unique(ids)]
+        task.eval_sampler = _ActionOverride(task.eval_sampler, args.actions)
         for name, group in groups:
             task.eval_windows = group
             first = [name] if args.per_task else []
