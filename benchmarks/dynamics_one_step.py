@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.run_args import checked_checkpoint, recorded_options, run_parser
+from benchmarks.run_args import add_window_args, open_run, run_parser
 
 RIDGE = 1.0
 
@@ -54,31 +54,19 @@ def fit_linear_ar(latents: np.ndarray, actions: np.ndarray, episodes, table) -> 
 
 def main(argv=None) -> int:
     ap = run_parser(__doc__)
-    ap.add_argument("--windows", type=int, default=96, help="windows per split (evenly spaced, as the trainer's)")
-    ap.add_argument("--context", type=int, default=0, help="context frames (0: the run's --eval-context)")
-    ap.add_argument("--seed", type=int, default=1234, help="starting noise of the K-step prediction")
-    args = ap.parse_args(argv)
-    if args.windows < 1 or args.context < 0:
-        raise SystemExit("error: --windows must be >= 1 and --context >= 0")
-    ckpt = checked_checkpoint(args)
+    add_window_args(ap, 96, "windows per split (evenly spaced, as the trainer's)", "starting noise of the K-step prediction")
+    args, run = open_run(ap, argv)
 
-    from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.sampler import rollout
     from dreamer4_torch.train import distributed as D
-    from dreamer4_torch.train.common import encode_chunked, to_video, tokenizer_clip_frames
+    from dreamer4_torch.train.common import encode_chunked, to_video
     from dreamer4_torch.train.latents import build_latent_cache, cache_is_valid, fingerprint
-    from shared.data.format import open_dataset
     from shared.data.tasks import TASK_NAMES
-    from shared.data.windows import WindowSampler, split_episodes
+    from shared.data.windows import WindowSampler
 
-    options = recorded_options(args)
+    options, tokenizer, model, chunk, dataset = run.options, run.tokenizer, run.model, run.chunk, run.dataset
     data_dir, tok_dir = Path(options.data), Path(options.tokenizer)
-    tokenizer = load_model(tok_dir, kind="tokenizer")
-    model = load_model(ckpt, kind="dynamics")
-    chunk = tokenizer_clip_frames(tok_dir) or options.frames
-    dataset = open_dataset(data_dir)
-    train_eps, heldout_eps = split_episodes(dataset, holdout_per_task=options.holdout_per_task, seed=0)
-    C = args.context or options.eval_context
+    train_eps, heldout_eps, C = run.train_episodes, run.heldout_episodes, run.context
     K = options.eval_sampling_steps
 
     with tempfile.TemporaryDirectory() as tmp:

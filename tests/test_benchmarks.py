@@ -84,3 +84,51 @@ def test_eval_spread_replaces_actions_within_each_task():
         replace_actions({**batch, "task_id": np.array([3, 3, 3, 3, 3, 3, 7])}, "shuffled")
     with pytest.raises(ValueError, match="--actions"):
         replace_actions(batch, "random")
+
+
+def test_time_attention_probs_reproduce_the_attention_output():
+    """dynamics_attention.time_attention_probs are the weights the module itself applies: with them, the
+    values and the output projection give the module's causal output (QK-norm, grouped kv heads,
+    soft-capping and RoPE on)."""
+    import numpy as np
+    from benchmarks.dynamics_attention import time_attention_probs
+    from dreamer4_torch.layers import Attention, rope_tables
+    from shared.config import TransformerConfig
+
+    tf = TransformerConfig(d_model=32, n_heads=4, depth=1, qk_norm=True, n_kv_heads=2, logit_softcap=5.0,
+                           time_rope=True)
+    torch.manual_seed(0)
+    attn = Attention(tf).eval()
+    x = torch.randn(3, 6, 32)
+    rope = rope_tables(np.arange(6), tf.head_dim, tf.rope_base, "cpu", torch.float32)
+    with torch.no_grad():
+        probs = time_attention_probs(attn, x, rope)
+        _, _, v = attn.project(x, rope)
+        v = v.repeat_interleave(2, dim=1)
+        mine = attn.out((probs @ v).transpose(1, 2).reshape(3, 6, 32))
+        theirs = attn(x, causal=True, rope=rope)
+    assert probs.shape == (3, 4, 6, 6)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, 6))
+    assert float(probs.triu(1).abs().max()) == 0.0                          # causal
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_newest_frame_attention_is_uniform_without_queries():
+    """With every time-attention query projection zeroed the logits are all zero, so the new frame's
+    weight is spread evenly over the T frames it sees, in every layer and head."""
+    from benchmarks.dynamics_attention import newest_frame_attention
+    from dreamer4_torch.dynamics import Dynamics
+    from shared.config import get_preset
+
+    torch.manual_seed(0)
+    model = Dynamics(get_preset("tiny").dynamics)
+    d = model.config.transformer.d_model
+    with torch.no_grad():
+        for layer in model.transformer.layers:
+            layer.time.attn.qkv.weight[:d] = 0.0
+            layer.time.attn.qkv.bias[:d] = 0.0
+    c = model.config
+    w = newest_frame_attention(model, torch.randn(2, 5, c.n_spatial, c.d_spatial))
+    assert w.shape == (c.transformer.depth, c.transformer.n_heads, 5)
+    np_w = torch.from_numpy(w)
+    torch.testing.assert_close(np_w, torch.full_like(np_w, 0.2))

@@ -164,6 +164,20 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert table[("held-out", "all")][0] == str(len(picked))
     assert abs(float(table[("held-out", "all")][3]) - copy) < 1e-4, (copy, buf.getvalue())
 
+    # benchmarks/dynamics_attention.py: one row per (time layer, head), weights that sum to one over the
+    # new frame, its previous frame, the one before and the older ones (here 3 frames: no older ones).
+    from benchmarks import dynamics_attention
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert dynamics_attention.main([str(out / "dynamics"), "--windows", "3", "--context", "2"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in buf.getvalue().splitlines()
+            if line.startswith("| ") and not line.startswith("| layer")]
+    dyn_cfg = load_model(out / "dynamics" / "checkpoints" / "latest", kind="dynamics").config.transformer
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(i, h) for i in range(dyn_cfg.depth) if dyn_cfg.has_time(i)
+                                                      for h in range(dyn_cfg.n_heads)], buf.getvalue()
+    for r in rows:
+        assert abs(sum(float(v) for v in r[2:]) - 1.0) < 0.02 and float(r[5]) == 0.0, buf.getvalue()
+
     # Re-running skips the finished stages (and, with --no-demo, returns after the report).
     again = subprocess.run(quickstart_cmd(data, out, "--no-demo"), cwd=ROOT, env=ENV, capture_output=True,
                            text=True, timeout=300)
