@@ -17,7 +17,6 @@ against --root. Nothing in the run directory is written.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -28,17 +27,10 @@ from benchmarks.run_args import add_window_args, open_run, run_parser
 
 
 def time_attention_probs(attn, x: torch.Tensor, rope=None) -> torch.Tensor:
-    """Causal attention probabilities (N, H, T, T) of an `Attention` over x (N, T, D), computed as the
-    module computes its logits (QK-norm, RoPE, grouped kv heads, soft-capping included)."""
+    """Causal attention probabilities (N, H, T, T) of an `Attention` over x (N, T, D): its own projection
+    and weights (`Attention.attention_probs`: QK-norm, RoPE, grouped kv heads, soft-capping included)."""
     q, k, _ = attn.project(x, rope)
-    if attn.n_kv_heads != attn.n_heads:
-        k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
-    logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(attn.head_dim))
-    if attn.softcap > 0.0:
-        logits = attn.softcap * torch.tanh(logits / attn.softcap)
-    T = x.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-    return torch.softmax(logits.float().masked_fill(~causal, float("-inf")), dim=-1)
+    return attn.attention_probs(q, k, causal=True)
 
 
 @torch.no_grad()

@@ -133,11 +133,12 @@ class Attention(nn.Module):
             y = self._attend_explicit(q, k, v, mask=mask, causal=causal, drop=drop)
         return y.transpose(1, 2).reshape(N, Lq, self.d_model)
 
-    def _attend_explicit(self, q, k, v, *, mask, causal, drop):
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, *, mask: Optional[torch.Tensor] = None,
+                        causal: bool = False) -> torch.Tensor:
+        """Attention weights (N, H, Lq, Lk) before dropout, as the explicit path applies them: q (N, H, Lq, hd),
+        k (N, G, Lk, hd) (grouped kv heads repeated), soft-capped logits, causal and/or boolean mask."""
         if self.n_kv_heads != self.n_heads:
-            groups = self.n_heads // self.n_kv_heads
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
         if self.softcap > 0.0:
             logits = self.softcap * torch.tanh(logits / self.softcap)
@@ -147,7 +148,12 @@ class Attention(nn.Module):
             mask = causal_mask if mask is None else (mask & causal_mask)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        probs = torch.softmax(logits.float(), dim=-1).to(q.dtype)
+        return torch.softmax(logits.float(), dim=-1).to(q.dtype)
+
+    def _attend_explicit(self, q, k, v, *, mask, causal, drop):
+        probs = self.attention_probs(q, k, mask=mask, causal=causal)
+        if self.n_kv_heads != self.n_heads:
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         if drop > 0.0:
             if self.source is not None:
                 keep = torch.as_tensor(self.source(self.site, tuple(probs.shape)), device=probs.device)
