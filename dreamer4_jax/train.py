@@ -30,6 +30,14 @@ Which parameters decay (`decay` policy, the same names for both backends via `de
     "all"      every parameter, as upstream (`AdamW(model.parameters(), weight_decay=0.01)`); the default.
     "weights"  linear weights only (no decay on biases, norm scales, embeddings or learned tokens).
 
+`OptimizerConfig(kind="muon")` is dreamer4_torch.train.optim.MuonAdamW (the torch trainer's
+`--optimizer muon`): the hidden matrices (shared.params.hidden_matrix_names) take
+    scale_by_muon (m <- 0.95 m + g; u = NS5(g + 0.95 m) * 0.2 sqrt(max(shape))) -> add_decayed_weights(wd)
+    -> scale(-lr),
+i.e. p <- p - lr * wd * p - lr * u as torch, with the Newton-Schulz iteration NS5 run on the wide
+orientation in float32 so that a kernel (in, out) gets the transpose of torch's (out, in) update; every
+other parameter takes the AdamW chain above (optax.multi_transform), after the shared clipping.
+
 ## The train step
 
 `Trainer` holds the model split into (graphdef, params, rest) — `rest` being the model's non-parameter
@@ -65,7 +73,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
-from shared.params import ParamSpec, param_table
+from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
+                          muon_lr_scale)
+from shared.params import ParamSpec, hidden_matrix_names, param_table
 from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
 
 from .checkpoint import (PARAMS_DIR, build_model, load_state, restore_tree, save_model, set_model_state,
@@ -88,7 +98,8 @@ TRAIN_STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """torch.optim.AdamW(lr, betas, eps, weight_decay) + clip_grad_norm_(max_grad_norm).
+    """torch.optim.AdamW(lr, betas, eps, weight_decay) + clip_grad_norm_(max_grad_norm); with kind "muon",
+    the transformer's hidden matrices on Muon instead (see the module docstring).
 
     Defaults are upstream's (lr 1e-4, weight decay 0.01 on every parameter); upstream clips the
     dynamics at 1.0 and does not clip the tokenizer (max_grad_norm None)."""
@@ -100,8 +111,11 @@ class OptimizerConfig:
     weight_decay: float = 0.01
     max_grad_norm: Optional[float] = None
     decay: str = "all"
+    kind: str = "adamw"
 
     def validate(self) -> None:
+        if self.kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer kind must be one of {OPTIMIZERS}, got {self.kind!r}")
         if self.decay not in DECAY_POLICIES:
             raise ValueError(f"optimizer decay policy must be one of {DECAY_POLICIES}, got {self.decay!r}")
         if not (self.lr > 0 and 0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps >= 0 and self.weight_decay >= 0):
@@ -124,15 +138,59 @@ def decay_names(cfg: ModelConfig, policy: str) -> set[str]:
     return {p.name for p in param_table(cfg) if decays(p, policy)}
 
 
-def decay_mask(params: nnx.State, cfg: ModelConfig, policy: str):
-    """A pytree of bools shaped like `params` (an nnx.State of the model's Params): True = decays."""
-    by_name = {jax_name(p): decays(p, policy) for p in param_table(cfg)}
+def _per_param(params: nnx.State, cfg: ModelConfig, value_of):
+    """A pytree shaped like `params` (an nnx.State of the model's Params) of value_of(ParamSpec)."""
+    by_name = {jax_name(p): value_of(p) for p in param_table(cfg)}
 
     def name_of(path) -> str:
         keys = [_key(k) for k in path]
         return "/".join(keys[:-1] if keys and keys[-1] == "value" else keys)
 
     return jax.tree_util.tree_map_with_path(lambda path, _: by_name[name_of(path)], params)
+
+
+def decay_mask(params: nnx.State, cfg: ModelConfig, policy: str):
+    """A pytree of bools shaped like `params`: True = decays."""
+    return _per_param(params, cfg, lambda spec: decays(spec, policy))
+
+
+def optimizer_labels(params: nnx.State, cfg: ModelConfig):
+    """"muon" for the hidden matrices (shared.params.hidden_matrix_names), "adamw" for the rest."""
+    hidden = hidden_matrix_names(cfg)
+    return _per_param(params, cfg, lambda spec: "muon" if spec.name in hidden else "adamw")
+
+
+def orthogonalise(g: jax.Array) -> jax.Array:
+    """Five Newton-Schulz iterations in float32 (dreamer4_torch.train.optim.orthogonalise): a nearly
+    semi-orthogonal matrix with g's singular vectors. Computed on the wide orientation, so a kernel
+    (in, out) gets exactly the transpose of what torch computes for its (out, in) weight."""
+    x = g.astype(jnp.float32)
+    x = x / (jnp.linalg.norm(x) + NEWTON_SCHULZ_EPS)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    a, b, c = NEWTON_SCHULZ
+    for _ in range(NEWTON_SCHULZ_STEPS):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).astype(g.dtype)
+
+
+def scale_by_muon(momentum: float = MUON_MOMENTUM) -> optax.GradientTransformation:
+    """Muon's direction for matrices: m <- momentum m + g; u = orthogonalise(g + momentum m), scaled by
+    shared.optim.muon_lr_scale(shape) (torch's MuonAdamW step before the learning rate)."""
+
+    def init_fn(params):
+        return optax.TraceState(trace=jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        trace = jax.tree_util.tree_map(lambda g, m: momentum * m + g, updates, state.trace)
+        out = jax.tree_util.tree_map(lambda g, m: orthogonalise(g + momentum * m) * muon_lr_scale(g.shape),
+                                     updates, trace)
+        return out, optax.TraceState(trace=trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def clip_grad_norm_like_torch(max_norm: float) -> optax.GradientTransformation:
@@ -153,16 +211,22 @@ def clip_grad_norm_like_torch(max_norm: float) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=64)
 def make_optimizer(opt: OptimizerConfig, cfg: ModelConfig) -> optax.GradientTransformation:
-    """The optax chain that reproduces torch's AdamW + clip_grad_norm_ (see the module docstring), for
-    the params (nnx.State) of a model built from `cfg`. Cached, so that trainers with equal settings
-    share one transformation object and hence one compiled train step."""
+    """The optax chain that reproduces torch's AdamW + clip_grad_norm_ (see the module docstring), or with
+    kind "muon" dreamer4_torch.train.optim.MuonAdamW, for the params (nnx.State) of a model built from
+    `cfg`. Cached, so that trainers with equal settings share one transformation object and hence one
+    compiled train step."""
     opt.validate()
     mask = functools.partial(decay_mask, cfg=cfg, policy=opt.decay)
-    adamw = optax.adamw(learning_rate=opt.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, eps_root=0.0,
-                        weight_decay=opt.weight_decay, mask=mask)
+    tx = optax.adamw(learning_rate=opt.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, eps_root=0.0,
+                     weight_decay=opt.weight_decay, mask=mask)
+    if opt.kind == "muon":
+        # Muon's matrices always decay (torch's MuonAdamW group does), the others by the policy.
+        muon = optax.chain(scale_by_muon(), optax.add_decayed_weights(opt.weight_decay), optax.scale(-opt.lr))
+        tx = optax.multi_transform({"muon": muon, "adamw": tx},
+                                   functools.partial(optimizer_labels, cfg=cfg))
     if opt.max_grad_norm is None:
-        return adamw
-    return optax.chain(clip_grad_norm_like_torch(opt.max_grad_norm), adamw)
+        return tx
+    return optax.chain(clip_grad_norm_like_torch(opt.max_grad_norm), tx)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,21 +69,28 @@ def _torch_layout(pairs: dict) -> dict:
     return {n: (np.array(a, copy=True), b.detach().clone()) for n, (a, b) in pairs.items()}
 
 
-@pytest.mark.parametrize("decay", ["all", "weights"])
-def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay):
+@pytest.mark.parametrize("decay,kind", [("all", "adamw"), ("weights", "adamw"), ("weights", "muon")])
+def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay, kind):
     """Same gradients in, same parameters out: AdamW bias correction, eps, decoupled decay on the
     decayed group only, global-norm clipping (active: the gradient norm is well above the limit).
-    Gradients span three orders of magnitude between steps."""
+    Gradients span three orders of magnitude between steps. kind "muon": the torch trainer's
+    MuonAdamW (Newton-Schulz orthogonalised momentum on the hidden matrices) against the optax chain."""
     import jax
     import optax
 
+    from dreamer4_torch.train.optim import make_optimizer as torch_make_optimizer
+
     cfg = TINY.dynamics
-    opt = OptimizerConfig(lr=1e-2, b1=0.8, b2=0.95, eps=1e-8, weight_decay=0.3, max_grad_norm=0.5, decay=decay)
+    opt = OptimizerConfig(lr=1e-2, b1=0.8, b2=0.95, eps=1e-8, weight_decay=0.3, max_grad_norm=0.5, decay=decay,
+                          kind=kind)
     t, j = pair(dt.build_model(cfg), dj.build_model(cfg, rngs=nnx.Rngs(0)), param_table(cfg), direction, seed)
     _, params, _ = nnx.split(j, nnx.Param, ...)
     tx = make_optimizer(opt, cfg)
     opt_state = tx.init(params)
-    optimizer = torch_optimizer(t, opt)
+    if kind == "muon":       # the trainer's groups: Muon on the hidden matrices, AdamW by the "weights" policy
+        optimizer = torch_make_optimizer(t, "muon", opt.lr, opt.weight_decay, betas=(opt.b1, opt.b2), eps=opt.eps)
+    else:
+        optimizer = torch_optimizer(t, opt)
     update = jax.jit(lambda g, s, p: tx.update(g, s, p))
     rng = np.random.default_rng(seed)
     tparams = dict(t.named_parameters())
@@ -110,10 +117,10 @@ def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay):
             # the update is read back as (p + u) - p in float32, which alone costs up to ulp(|p|) ~ 5e-7
             # against |u| ~ 1e-2: hence 1e-4 here and 1e-5 on the parameters themselves
             after = param_pairs(cfg, t, j)
-            compare("optimizer: first update (decay, clipping)", direction,
+            compare(f"optimizer ({kind}): first update (decay, clipping)", direction,
                     {n.replace("param", "update"): (after[n][0] - before[n][0], after[n][1].detach() - before[n][1])
                      for n in after}, 1e-4)
-    compare("optimizer: 10 steps (decay, clipping)", direction, param_pairs(cfg, t, j), 1e-5)
+    compare(f"optimizer ({kind}): 10 steps (decay, clipping)", direction, param_pairs(cfg, t, j), 1e-5)
 
 
 def tokenizer_batches(cfg, seed, n):

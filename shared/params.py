@@ -133,3 +133,10 @@ def count_params(cfg: ModelConfig) -> int:
 
 def param_table_dict(cfg: ModelConfig) -> dict[str, ParamSpec]:
     return {p.name: p for p in param_table(cfg)}
+
+
+def hidden_matrix_names(cfg: ModelConfig) -> set[str]:
+    """The linear weights inside the transformer layers (attention qkv/out, MLP in/out): what the Muon
+    optimizer updates (dreamer4_torch.train.optim, dreamer4_jax.train); input projections, heads,
+    embeddings and learned tokens are not among them."""
+    return {p.name for p in param_table(cfg) if p.role == "linear_weight" and "transformer.layers." in p.name}

@@ -30,10 +30,13 @@ class CommonOptions:
     batch_size: Optional[int] = opt(None, "sequences per micro-batch per process")
     frames: Optional[int] = opt(None, "frames per training sequence")
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step (DDP syncs only on the last)")
-    lr: Optional[float] = opt(None, "peak learning rate (AdamW)")
+    optimizer: Optional[str] = opt(None, "adamw, or muon: Muon for the transformer's hidden matrices and AdamW for the "
+                                   "rest, same lr and schedule (optim.py; DDP only); recipe default per preset",
+                                   choices=["adamw", "muon"])
+    lr: Optional[float] = opt(None, "peak learning rate (AdamW, and Muon's RMS-matched lr)")
     warmup_steps: Optional[int] = opt(None, "linear warm-up steps before the cosine decay")
     min_lr_ratio: float = opt(0.1, "the cosine schedule decays to lr * min_lr_ratio at the last step")
-    weight_decay: float = opt(0.01, "AdamW decoupled weight decay (matrices only; not norms, biases, embeddings)")
+    weight_decay: float = opt(0.01, "decoupled weight decay (matrices only; not norms, biases, embeddings)")
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this value; 0 disables")
@@ -82,18 +85,25 @@ class DynamicsOptions(CommonOptions):
 # tokenizer, 24 x 32 for the dynamics, lr 1e-4).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
-        "tokenizer": dict(steps=200, batch_size=8, frames=4, lr=1e-3, warmup_steps=20, mse_on="all"),
-        "dynamics": dict(steps=200, batch_size=8, frames=8, lr=1e-3, warmup_steps=20, bootstrap_start=50),
+        "tokenizer": dict(steps=200, batch_size=8, frames=4, lr=1e-3, warmup_steps=20, mse_on="all",
+                          optimizer="adamw"),
+        "dynamics": dict(steps=200, batch_size=8, frames=8, lr=1e-3, warmup_steps=20, bootstrap_start=50,
+                         optimizer="adamw"),
     },
     "dmc64": {
         # single frames: 32 different images per step learn faster than 8 clips of 4 (RESULTS.md)
-        "tokenizer": dict(steps=2100, batch_size=32, frames=1, lr=5e-4, warmup_steps=100, mse_on="all"),
-        # lr 1e-3: +0.34 dB over the floor at h4 by step 750 on the quickstart latents; 5e-4: +0.08 (RESULTS.md)
-        "dynamics": dict(steps=1150, batch_size=16, frames=16, lr=1e-3, warmup_steps=100, bootstrap_start=300),
+        "tokenizer": dict(steps=2100, batch_size=32, frames=1, lr=5e-4, warmup_steps=100, mse_on="all",
+                          optimizer="adamw"),
+        # lr 1e-3: +0.34 dB over the floor at h4 by step 750 on the quickstart latents; 5e-4: +0.08. Muon: flow
+        # MSE a third lower at step 1,000 and +0.35 dB at h4 over 4 noise draws against AdamW (RESULTS.md)
+        "dynamics": dict(steps=1150, batch_size=16, frames=16, lr=1e-3, warmup_steps=100, bootstrap_start=300,
+                         optimizer="muon"),
     },
     "dmc128": {
-        "tokenizer": dict(steps=90000, batch_size=8, frames=8, lr=1e-4, warmup_steps=1000, mse_on="masked"),
-        "dynamics": dict(steps=40000, batch_size=24, frames=32, lr=1e-4, warmup_steps=1000, bootstrap_start=5000),
+        "tokenizer": dict(steps=90000, batch_size=8, frames=8, lr=1e-4, warmup_steps=1000, mse_on="masked",
+                          optimizer="adamw"),
+        "dynamics": dict(steps=40000, batch_size=24, frames=32, lr=1e-4, warmup_steps=1000, bootstrap_start=5000,
+                         optimizer="adamw"),
     },
 }
 
@@ -130,6 +140,9 @@ def resolve(options, kind: str):
     for name, ok in checks:
         if not ok:
             raise SystemExit(f"error: --{name.replace('_', '-')} has an invalid value {getattr(options, name)!r}")
+    if options.optimizer == "muon" and options.parallel == "fsdp":
+        raise SystemExit("error: --optimizer muon orthogonalises whole matrices, which --parallel fsdp shards "
+                         "across ranks; use --parallel ddp or --optimizer adamw")
     return options
 
 

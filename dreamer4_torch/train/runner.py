@@ -1,8 +1,8 @@
 """The training loop shared by the tokenizer and dynamics trainers.
 
 One step: `grad_accum` micro-batches (gradient all-reduce only on the last, via no_sync), global
-norm clipping, AdamW, a warm-up + cosine learning rate. Every random draw of step s on rank r
-comes from generators seeded with (seed, rank, s), so a run resumed at step k repeats steps k+1..n
+norm clipping, AdamW (or Muon + AdamW, optim.py), a warm-up + cosine learning rate. Every random
+draw of step s on rank r comes from generators seeded with (seed, rank, s), so a run resumed at step k repeats steps k+1..n
 exactly: the checkpoint stores model, optimizer, scheduler, step and data position.
 
 Checkpoints: RUN_DIR/checkpoints/step_XXXXXXX/ (a native checkpoint directory: config.json,
@@ -36,6 +36,7 @@ from shared.io import CheckpointError, atomic_directory, atomic_write_bytes, wri
 from ..checkpoint import WEIGHTS_FILE, load_state
 from . import distributed as D
 from .logger import Logger
+from .optim import make_optimizer
 from .options import options_to_json
 
 STATE_FILE = "training_state.pt"
@@ -54,17 +55,6 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices (linear weights); not norms, biases, embeddings or learned tokens."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_linear_weight = p.dim() == 2 and name.endswith(".weight") and "embed" not in name
-        (decay if is_linear_weight else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -225,8 +215,8 @@ def train(task: Task, options, config, world: D.World) -> dict:
     forward_model = torch.compile(model) if options.compile else model
     wrapped = D.wrap(forward_model, world, options.parallel) if options.parallel == "ddp" else \
         D.wrap(model, world, options.parallel)
-    optimizer = torch.optim.AdamW(param_groups(model, options.weight_decay), lr=options.lr,
-                                  betas=(options.beta1, options.beta2), eps=1e-8)
+    optimizer = make_optimizer(model, options.optimizer, options.lr, options.weight_decay,
+                               betas=(options.beta1, options.beta2))
     total = options.steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, options.warmup_steps, options.min_lr_ratio))
@@ -335,6 +325,7 @@ def check_resume_options(options, world: D.World) -> None:
     if not path.is_file():
         raise TrainingError(f"--resume: {path} does not exist; is {options.out} a run directory?")
     saved = json.loads(path.read_text())
+    saved.setdefault("optimizer", "adamw")          # runs recorded before --optimizer existed used AdamW
     now = dataclasses.asdict(options)
     ignore = {"resume", "max_minutes", "steps", "workers", "log_every", "eval_every", "ckpt_every",
               "keep_checkpoints", "tensorboard", "wandb"}

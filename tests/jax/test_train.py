@@ -15,9 +15,9 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from dreamer4_jax import Tokenizer  # noqa: E402
+from dreamer4_jax import Dynamics, Tokenizer  # noqa: E402
 from dreamer4_jax.train import (OptimizerConfig, Trainer, clip_grad_norm_like_torch, decay_mask,  # noqa: E402
-                                decay_names, make_optimizer)
+                                decay_names, make_optimizer, optimizer_labels)
 from shared.config import get_preset  # noqa: E402
 from shared.io import CheckpointError  # noqa: E402
 from shared.params import param_table  # noqa: E402
@@ -50,6 +50,18 @@ def test_decay_policies():
     assert flat["encoder/patch_proj/kernel"].get_value() is True and flat["encoder/patch_proj/bias"].get_value() is False
     with pytest.raises(ValueError, match="decay policy must be one of"):
         make_optimizer(OptimizerConfig(decay="most"), cfg)
+
+
+def test_muon_labels_and_kind():
+    cfg = TINY.dynamics
+    _, params, _ = nnx.split(Dynamics(cfg), nnx.Param, ...)
+    flat = {"/".join(str(k) for k in path): v.get_value()
+            for path, v in nnx.to_flat_state(optimizer_labels(params, cfg))}
+    muon = {k for k, v in flat.items() if v == "muon"}
+    assert muon == {k for k in flat if "/layers/" in k and k.endswith("/kernel")}, sorted(muon)
+    assert flat["spatial_proj/kernel"] == flat["flow_x_head/kernel"] == "adamw"
+    with pytest.raises(ValueError, match="optimizer kind must be one of"):
+        make_optimizer(OptimizerConfig(kind="sgd"), cfg)
 
 
 def test_weight_decay_is_decoupled_and_masked():

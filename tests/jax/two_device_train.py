@@ -39,8 +39,9 @@ def new_trainer(kind: str) -> Trainer:
     if kind == "tokenizer":   # dropout on, so the RNG streams in the train state matter for the resume
         model = Tokenizer(replace(TINY.tokenizer, transformer__dropout=0.1))
         return Trainer(model, OptimizerConfig(lr=1e-3), seed=3)
-    model = Dynamics(TINY.dynamics)
-    return Trainer(model, OptimizerConfig(lr=1e-3, max_grad_norm=1.0), seed=4, bootstrap_start=0)
+    model = Dynamics(TINY.dynamics)    # Muon on the hidden matrices: its momentum is in the saved state too
+    return Trainer(model, OptimizerConfig(lr=1e-3, max_grad_norm=1.0, decay="weights", kind="muon"), seed=4,
+                   bootstrap_start=0)
 
 
 def main(mode: str, root: Path) -> None:

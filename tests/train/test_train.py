@@ -82,11 +82,11 @@ def test_loss_decreases(kind, tiny_data, tiny_tokenizer, tmp_path):
         assert any(n.endswith(".gif") for n in images)
 
 
-@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
-def test_interrupted_run_resumes_exactly(kind, tiny_data, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("kind,optimizer", [("tokenizer", "adamw"), ("dynamics", "adamw"), ("dynamics", "muon")])
+def test_interrupted_run_resumes_exactly(kind, optimizer, tiny_data, tiny_tokenizer, tmp_path):
     steps = 150
     common = ["--data", tiny_data, "--steps", steps, "--workers", 1, *extra_args(kind, tiny_tokenizer), *FAST,
-              "--workers", "1"]
+              "--workers", "1", "--optimizer", optimizer]
     full = tmp_path / "full"
     r = run(train_cmd(kind, "--out", full, *common))
     assert r.returncode == 0, r.stderr[-4000:]
@@ -165,12 +165,33 @@ def test_resume_and_rerun_guards(tiny_data, tmp_path):
     assert r.returncode != 0 and "--lr" in r.stderr
 
 
+def test_muon_across_two_ranks_and_its_guards(tiny_data, tiny_tokenizer, tmp_path):
+    out = tmp_path / "muon"
+    common = ["--data", tiny_data, "--tokenizer", tiny_tokenizer, "--batch-size", 2, *FAST]
+    r = run(train_cmd("dynamics", "--out", out, "--steps", 6, "--optimizer", "muon", *common, nproc=2))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    digests = torch.load(out / "checkpoints" / "latest" / "training_state.pt", weights_only=True)["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]          # the orthogonalised updates agree across ranks
+    assert json.loads((out / "options.json").read_text())["optimizer"] == "muon"
+    # Muon trains differently from AdamW (the option is not ignored).
+    adamw = tmp_path / "adamw"
+    r = run(train_cmd("dynamics", "--out", adamw, "--steps", 6, "--optimizer", "adamw", *common, nproc=2))
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert differ(weights(out), weights(adamw))
+    r = run(train_cmd("dynamics", "--out", out, "--steps", 8, "--optimizer", "adamw", "--resume", *common, nproc=2))
+    assert r.returncode != 0 and "--optimizer 'muon' -> 'adamw'" in r.stderr, r.stderr[-2000:]
+    r = run(train_cmd("dynamics", "--out", tmp_path / "fsdp", "--steps", 2, "--optimizer", "muon", "--parallel", "fsdp",
+                      *common))
+    assert r.returncode != 0 and "--optimizer muon" in r.stderr and "--parallel fsdp" in r.stderr
+    assert not (tmp_path / "fsdp" / "checkpoints").exists()
+
+
 def test_help_lists_every_option():
     r = subprocess.run([sys.executable, "-m", "dreamer4_torch.train", "dynamics", "--help"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0
     for flag in ("--tokenizer", "--cache-latents", "--bootstrap-start", "--unconditional-fraction", "--parallel",
-                 "--resume", "--max-minutes", "--wandb"):
+                 "--resume", "--max-minutes", "--wandb", "--optimizer"):
         assert flag in r.stdout
     r = subprocess.run([sys.executable, "-m", "dreamer4_torch.train"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "tokenizer" in r.stderr
