@@ -35,7 +35,6 @@ from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTO
 from shared.params import hidden_matrix_names
 
 
-
 def orthogonalise(g: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float = NEWTON_SCHULZ_EPS) -> torch.Tensor:
     """An approximately semi-orthogonal matrix with g's singular vectors (singular values near 1)."""
     if g.dim() != 2:

@@ -2,8 +2,8 @@
 
 One step: `grad_accum` micro-batches (gradient all-reduce only on the last, via no_sync), global
 norm clipping, AdamW (or Muon + AdamW, optim.py), a warm-up + cosine learning rate. Every random
-draw of step s on rank r comes from generators seeded with (seed, rank, s), so a run resumed at step k repeats steps k+1..n
-exactly: the checkpoint stores model, optimizer, scheduler, step and data position.
+draw of step s on rank r comes from generators seeded with (seed, rank, s), so a run resumed at
+step k repeats steps k+1..n exactly: the checkpoint stores model, optimizer, scheduler, step and data position.
 
 Checkpoints: RUN_DIR/checkpoints/step_XXXXXXX/ (a native checkpoint directory: config.json,
 model.safetensors, plus training_state.pt and options.json), written atomically, with
