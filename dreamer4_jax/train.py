@@ -26,7 +26,7 @@ torch.nn.utils.clip_grad_norm_ computes the global 2-norm N over all gradients a
 gradient by min(1, max_norm / (N + 1e-6)); `clip_grad_norm_like_torch` does exactly that (optax's own
 clip_by_global_norm divides by N without the 1e-6).
 
-Which parameters decay (`decay` policy, the same names for both backends via `decay_names`):
+Which parameters decay (`decay` policy; shared.params.decay_names, the same names for both backends):
     "all"      every parameter, as upstream (`AdamW(model.parameters(), weight_decay=0.01)`); the default.
     "weights"  linear weights only (no decay on biases, norm scales, embeddings or learned tokens).
 
@@ -75,7 +75,8 @@ from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
 from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
                           muon_lr_scale)
-from shared.params import ParamSpec, hidden_matrix_names, param_table
+from shared.params import (DECAY_POLICIES, ParamSpec, decay_names, decays, hidden_matrix_names,  # noqa: F401 (re-exported)
+                           param_table)
 from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
 
 from .checkpoint import (PARAMS_DIR, build_model, load_state, restore_tree, save_model, set_model_state,
@@ -86,7 +87,6 @@ from .losses import shortcut_loss, tokenizer_loss
 from .tokenizer import Tokenizer
 
 PathLike = Union[str, os.PathLike]
-DECAY_POLICIES = ("all", "weights")
 TRAIN_STATE_DIR = "train_state"
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_STATE_VERSION = 1
@@ -122,20 +122,6 @@ class OptimizerConfig:
             raise ValueError(f"invalid optimizer settings {self}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-
-
-def decays(spec: ParamSpec, policy: str) -> bool:
-    """Whether a parameter gets weight decay under `policy` (see the module docstring)."""
-    if policy == "all":
-        return True
-    if policy == "weights":
-        return spec.role == "linear_weight"
-    raise ValueError(f"decay policy must be one of {DECAY_POLICIES}, got {policy!r}")
-
-
-def decay_names(cfg: ModelConfig, policy: str) -> set[str]:
-    """Torch names of the decayed parameters (build torch's AdamW param groups from this)."""
-    return {p.name for p in param_table(cfg) if decays(p, policy)}
 
 
 def _per_param(params: nnx.State, cfg: ModelConfig, value_of):

@@ -69,18 +69,20 @@ def _torch_layout(pairs: dict) -> dict:
     return {n: (np.array(a, copy=True), b.detach().clone()) for n, (a, b) in pairs.items()}
 
 
-@pytest.mark.parametrize("decay,kind", [("all", "adamw"), ("weights", "adamw"), ("weights", "muon")])
-def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay, kind):
+@pytest.mark.parametrize("decay,kind,model", [("all", "adamw", "dynamics"), ("weights", "adamw", "dynamics"),
+                                              ("weights", "muon", "dynamics"), ("weights", "muon", "tokenizer")])
+def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay, kind, model):
     """Same gradients in, same parameters out: AdamW bias correction, eps, decoupled decay on the
     decayed group only, global-norm clipping (active: the gradient norm is well above the limit).
     Gradients span three orders of magnitude between steps. kind "muon": the torch trainer's
-    MuonAdamW (Newton-Schulz orthogonalised momentum on the hidden matrices) against the optax chain."""
+    MuonAdamW (Newton-Schulz orthogonalised momentum on the hidden matrices) against the optax chain, on
+    the dynamics model and on the tokenizer (its encoder's and decoder's transformers)."""
     import jax
     import optax
 
     from dreamer4_torch.train.optim import make_optimizer as torch_make_optimizer
 
-    cfg = TINY.dynamics
+    cfg = TINY.dynamics if model == "dynamics" else TINY.tokenizer
     opt = OptimizerConfig(lr=1e-2, b1=0.8, b2=0.95, eps=1e-8, weight_decay=0.3, max_grad_norm=0.5, decay=decay,
                           kind=kind)
     t, j = pair(dt.build_model(cfg), dj.build_model(cfg, rngs=nnx.Rngs(0)), param_table(cfg), direction, seed)

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from .config import DynamicsConfig, ModelConfig, TokenizerConfig, TransformerConfig
 
 ROLES = ("linear_weight", "linear_bias", "norm_scale", "embedding", "tensor")
+# Which parameters take weight decay: "all" (upstream's AdamW(model.parameters(), weight_decay=0.01))
+# or "weights" (linear weights only: no decay on biases, norm scales, embeddings or learned tokens).
+DECAY_POLICIES = ("all", "weights")
 
 
 @dataclass(frozen=True)
@@ -140,3 +143,19 @@ def hidden_matrix_names(cfg: ModelConfig) -> set[str]:
     optimizer updates (dreamer4_torch.train.optim, dreamer4_jax.train); input projections, heads,
     embeddings and learned tokens are not among them."""
     return {p.name for p in param_table(cfg) if p.role == "linear_weight" and "transformer.layers." in p.name}
+
+
+def decays(spec: ParamSpec, policy: str) -> bool:
+    """Whether a parameter takes weight decay under `policy` (DECAY_POLICIES)."""
+    if policy == "all":
+        return True
+    if policy == "weights":
+        return spec.role == "linear_weight"
+    raise ValueError(f"decay policy must be one of {DECAY_POLICIES}, got {policy!r}")
+
+
+def decay_names(cfg: ModelConfig, policy: str) -> set[str]:
+    """Torch names of the parameters that decay under `policy`: the torch trainer's AdamW groups
+    (dreamer4_torch.train.optim.decay_groups, policy "weights") and the JAX decay mask
+    (dreamer4_jax.train) both come from this."""
+    return {p.name for p in param_table(cfg) if decays(p, policy)}

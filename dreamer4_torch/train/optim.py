@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
                           muon_lr_scale)
-from shared.params import hidden_matrix_names
+from shared.params import decay_names, hidden_matrix_names
 
 
 def orthogonalise(g: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float = NEWTON_SCHULZ_EPS) -> torch.Tensor:
@@ -51,13 +51,13 @@ def orthogonalise(g: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float 
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay matrices (linear weights); not norms, biases, embeddings or learned tokens."""
+    """AdamW groups: the linear weights decay (shared.params.decay_names, policy "weights"); norms,
+    biases, embeddings and learned tokens do not."""
+    decayed = decay_names(model.config, "weights")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_linear_weight = p.dim() == 2 and name.endswith(".weight") and "embed" not in name
-        (decay if is_linear_weight else no_decay).append(p)
+        if p.requires_grad:
+            (decay if name in decayed else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -86,3 +86,17 @@ def test_muon_takes_the_transformer_matrices_and_adamw_the_rest(kind):
         make_optimizer(model, "sgd", lr=1e-3, weight_decay=0.0)
     with pytest.raises(ValueError, match="matrices only"):
         MuonAdamW([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}], lr=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
+@pytest.mark.parametrize("optimizer_kind", ["adamw", "muon"])
+def test_weight_decay_takes_the_linear_weights_only(kind, optimizer_kind):
+    """The decayed set comes from the parameter table's roles (shared.params.decay_names, also the JAX
+    mask); checked here against the modules themselves: exactly the nn.Linear weights."""
+    preset = get_preset("tiny")
+    model = Tokenizer(preset.tokenizer) if kind == "tokenizer" else Dynamics(preset.dynamics)
+    optimizer = make_optimizer(model, optimizer_kind, lr=1e-3, weight_decay=0.01)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert decayed == linear_weights
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
