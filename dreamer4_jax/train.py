@@ -75,8 +75,8 @@ from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
 from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
                           muon_lr_scale)
-from shared.params import (DECAY_POLICIES, ParamSpec, decay_names, decays, hidden_matrix_names,  # noqa: F401 (re-exported)
-                           param_table)
+from shared.params import decay_names  # noqa: F401 (re-exported: tests and parity tests import it from here)
+from shared.params import DECAY_POLICIES, decays, hidden_matrix_names, param_table
 from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
 
 from .checkpoint import (PARAMS_DIR, build_model, load_state, restore_tree, save_model, set_model_state,
