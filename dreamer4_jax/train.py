@@ -75,7 +75,6 @@ from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
 from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
                           muon_lr_scale)
-from shared.params import decay_names  # noqa: F401 (re-exported: tests and parity tests import it from here)
 from shared.params import DECAY_POLICIES, decays, hidden_matrix_names, param_table
 from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
 

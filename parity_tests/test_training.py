@@ -16,7 +16,9 @@ from flax import nnx
 
 import dreamer4_jax as dj
 import dreamer4_torch as dt
-from dreamer4_jax.train import OptimizerConfig, Trainer, decay_names, make_optimizer
+from dreamer4_jax.train import OptimizerConfig, Trainer, make_optimizer
+from dreamer4_torch.train.optim import decay_groups
+from dreamer4_torch.train.optim import make_optimizer as torch_make_optimizer
 from shared.config import get_preset, replace
 from shared.params import param_table
 from shared.shortcut import draw_shortcut_indices
@@ -28,12 +30,9 @@ TINY = get_preset("tiny")
 
 
 def torch_optimizer(model: torch.nn.Module, opt: OptimizerConfig) -> torch.optim.AdamW:
-    """torch's AdamW with the param groups of the JAX decay policy (decay_names)."""
-    decayed = decay_names(model.config, opt.decay)
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if n in decayed], "weight_decay": opt.weight_decay},
-              {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=opt.lr, betas=(opt.b1, opt.b2), eps=opt.eps)
+    """torch's AdamW on the torch trainer's param groups (decay_groups) under the JAX config's decay policy."""
+    return torch.optim.AdamW(decay_groups(model, opt.weight_decay, opt.decay), lr=opt.lr, betas=(opt.b1, opt.b2),
+                             eps=opt.eps)
 
 
 def torch_step(model, optimizer, opt: OptimizerConfig, loss: torch.Tensor) -> float:
@@ -79,8 +78,6 @@ def test_optimizer_steps_with_decay_and_clipping(direction, seed, decay, kind, m
     the dynamics model and on the tokenizer (its encoder's and decoder's transformers)."""
     import jax
     import optax
-
-    from dreamer4_torch.train.optim import make_optimizer as torch_make_optimizer
 
     cfg = TINY.dynamics if model == "dynamics" else TINY.tokenizer
     opt = OptimizerConfig(lr=1e-2, b1=0.8, b2=0.95, eps=1e-8, weight_decay=0.3, max_grad_norm=0.5, decay=decay,

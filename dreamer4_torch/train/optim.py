@@ -50,15 +50,16 @@ def orthogonalise(g: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, eps: float 
     return (x.T if tall else x).to(g.dtype)
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: the linear weights decay (shared.params.decay_names, policy "weights"); norms,
-    biases, embeddings and learned tokens do not."""
-    decayed = decay_names(model.config, "weights")
+def decay_groups(model: nn.Module, weight_decay: float, policy: str = "weights") -> list[dict]:
+    """AdamW groups (the non-empty ones) by shared.params.decay_names: under the trainers' policy
+    "weights" the linear weights decay and norms, biases, embeddings and learned tokens do not."""
+    decayed = decay_names(model.config, policy)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if name in decayed else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def muon_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -17,10 +17,10 @@ from flax import nnx  # noqa: E402
 
 from dreamer4_jax import Dynamics, Tokenizer  # noqa: E402
 from dreamer4_jax.train import (OptimizerConfig, Trainer, clip_grad_norm_like_torch, decay_mask,  # noqa: E402
-                                decay_names, make_optimizer, optimizer_labels)
+                                make_optimizer, optimizer_labels)
 from shared.config import get_preset  # noqa: E402
 from shared.io import CheckpointError  # noqa: E402
-from shared.params import param_table  # noqa: E402
+from shared.params import decay_names, param_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = get_preset("tiny")
