@@ -16,6 +16,10 @@ actions of another held-out window of the same task (half that task's windows aw
 zero` all-zero actions (no force), so the difference from `--actions recorded` (the default) is what
 the model takes from the actions it is given. `--per-task` adds a row per task: the pooled gain is an
 MSE average, and the task with the lowest floor PSNR (the most motion) weighs the most in it.
+`--episodes train` evaluates on one *training* episode per task (the one with the lowest index in the
+train split) instead of the held-out episodes: a model that scores far better there than on held-out
+episodes has fitted its training episodes rather than the dynamics (one episode per side, so read it
+per task and beside the floor and the tokenizer's bound, which differ between episodes).
 The last columns bound what any dynamics model can gain: "tokenizer gain" is the gain of the
 tokenizer's reconstruction of the true future frames, which a model's decoded prediction cannot
 beat by more than the decoder's luck.
@@ -72,6 +76,19 @@ def replace_actions(batch: dict, mode: str) -> dict:
     return out
 
 
+def one_train_episode_per_task(dataset, holdout_per_task) -> np.ndarray:
+    """Per task, the training episode (the trainers' split) with the lowest index: rows of the
+    episode table, sorted."""
+    from shared.data.windows import split_episodes
+    train, _ = split_episodes(dataset, holdout_per_task=holdout_per_task, seed=0)
+    table = dataset.episodes
+    picked = []
+    for t in np.unique(table["task_id"][train]):
+        rows = train[table["task_id"][train] == t]
+        picked.append(rows[np.argmin(table["index"][rows])])
+    return np.sort(np.asarray(picked, np.int64))
+
+
 class _ActionOverride:
     """Wraps the evaluation's WindowSampler so that its batches carry replaced actions."""
 
@@ -92,6 +109,9 @@ def main(argv=None) -> int:
                     help="actions given to the rollouts: the recorded ones, another held-out window's of the "
                          "same task (shuffled), or all zero")
     ap.add_argument("--per-task", action="store_true", help="a row per task besides the pooled one")
+    ap.add_argument("--episodes", choices=("heldout", "train"), default="heldout",
+                    help="evaluate on the held-out episodes (the trainer's evaluation) or on one training "
+                         "episode per task")
     args = ap.parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
     ckpt = checked_checkpoint(args)
@@ -111,12 +131,18 @@ def main(argv=None) -> int:
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]] + \
         [f"tokenizer gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
-          f"{options.eval_context}, {args.actions} actions; gains in dB over the repeat-last-frame floor\n")
+          f"{options.eval_context}, {args.actions} actions, {args.episodes} episodes; gains in dB over the repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in sequences:
         task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
         task.model.load_state_dict(weights)
+        if args.episodes == "train":
+            from shared.data.windows import WindowSampler
+            dataset = task.eval_sampler.dataset
+            task.eval_sampler = WindowSampler(dataset, task.eval_sampler.window,
+                                              episodes=one_train_episode_per_task(dataset, options.holdout_per_task))
+            task.eval_windows = task.eval_sampler.evenly_spaced(n)
         windows = task.eval_windows
         groups = [("all", windows)]
         if args.per_task:

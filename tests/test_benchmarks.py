@@ -86,6 +86,31 @@ def test_eval_spread_replaces_actions_within_each_task():
         replace_actions(batch, "random")
 
 
+def test_eval_spread_train_episodes_are_one_per_task_and_not_held_out(tmp_path):
+    """dynamics_eval_spread --episodes train: per task the training episode of lowest index, never a
+    held-out one."""
+    import numpy as np
+    from benchmarks.dynamics_eval_spread import one_train_episode_per_task
+    from shared.data.format import DatasetWriter, open_dataset
+    from shared.data.windows import split_episodes
+
+    with DatasetWriter(tmp_path / "data", 8, 8, {"kind": "test"}) as writer:
+        for task, index in [("reacher-easy", 4), ("cartpole-swingup", 2), ("reacher-easy", 1), ("cartpole-swingup", 0),
+                            ("reacher-easy", 7), ("cartpole-swingup", 5), ("reacher-easy", 3)]:
+            writer.append(task, index, seed=index, policy="random", policy_params={},
+                          frames=np.zeros((6, 3, 8, 8), np.uint8), actions=np.zeros((6, 16), np.float32),
+                          rewards=np.zeros(6, np.float32))
+    data = open_dataset(tmp_path / "data")
+    train, held = split_episodes(data, holdout_per_task=1, seed=0)
+    picked = one_train_episode_per_task(data, 1)
+    table = data.episodes
+    assert len(picked) == 2 and not set(picked) & set(held)
+    for row in picked:
+        same_task = train[table["task_id"][train] == table["task_id"][row]]
+        assert table["index"][row] == table["index"][same_task].min()
+    assert sorted(table["task_id"][picked]) == sorted(np.unique(table["task_id"]))
+
+
 def test_time_attention_probs_reproduce_the_attention_output():
     """dynamics_attention.time_attention_probs are the weights the module itself applies: with them, the
     values and the output projection give the module's causal output (QK-norm, grouped kv heads,
