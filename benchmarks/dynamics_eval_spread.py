@@ -131,7 +131,8 @@ def main(argv=None) -> int:
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]] + \
         [f"tokenizer gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
-          f"{options.eval_context}, {args.actions} actions, {args.episodes} episodes; gains in dB over the repeat-last-frame floor\n")
+          f"{options.eval_context}, {args.actions} actions, {args.episodes} episodes; gains in dB over the "
+          "repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in sequences:
