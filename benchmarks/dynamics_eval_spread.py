@@ -20,6 +20,10 @@ MSE average, and the task with the lowest floor PSNR (the most motion) weighs th
 train split) instead of the held-out episodes: a model that scores far better there than on held-out
 episodes has fitted its training episodes rather than the dynamics (one episode per side, so read it
 per task and beside the floor and the tokenizer's bound, which differ between episodes).
+`--data DIR --episodes all` evaluates on every episode of another data set, for example a test set
+collected with another seed (`python -m shared.data.collect --tasks ... --episodes 4 --seed 7 --out
+DIR`): runs trained on different data sets (other episode counts, other held-out draws) are then
+compared on the same windows, which no model has trained on.
 The last columns bound what any dynamics model can gain: "tokenizer gain" is the gain of the
 tokenizer's reconstruction of the true future frames, which a model's decoded prediction cannot
 beat by more than the decoder's luck.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -109,9 +114,12 @@ def main(argv=None) -> int:
                     help="actions given to the rollouts: the recorded ones, another held-out window's of the "
                          "same task (shuffled), or all zero")
     ap.add_argument("--per-task", action="store_true", help="a row per task besides the pooled one")
-    ap.add_argument("--episodes", choices=("heldout", "train"), default="heldout",
-                    help="evaluate on the held-out episodes (the trainer's evaluation) or on one training "
-                         "episode per task")
+    ap.add_argument("--episodes", choices=("heldout", "train", "all"), default="heldout",
+                    help="evaluate on the held-out episodes (the trainer's evaluation), on one training "
+                         "episode per task, or on every episode (with --data: a test set)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="data set to evaluate on in place of the run's recorded one (its own train / held-out "
+                         "split applies; --episodes all takes every episode)")
     args = ap.parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
     ckpt = checked_checkpoint(args)
@@ -122,6 +130,13 @@ def main(argv=None) -> int:
 
     options = dataclasses.replace(recorded_options(args), out=str(args.run), cache_latents=False, workers=0,
                                   device="cpu")
+    if args.data is not None:
+        from shared.data.format import DatasetError, open_dataset
+        try:
+            open_dataset(args.data)
+        except DatasetError as e:
+            raise SystemExit(f"error: --data: {e}") from None
+        options = dataclasses.replace(options, data=str(args.data))
     if args.sampling_steps is not None:      # DynamicsTask checks it against the model's k_max
         options = dataclasses.replace(options, eval_sampling_steps=args.sampling_steps)
     weights = load_model(ckpt, kind="dynamics").state_dict()
@@ -131,18 +146,19 @@ def main(argv=None) -> int:
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]] + \
         [f"tokenizer gain h{h}" for h in horizons[:2]]
     print(f"{args.run}, checkpoint {args.checkpoint}; K = {options.eval_sampling_steps}, context "
-          f"{options.eval_context}, {args.actions} actions, {args.episodes} episodes; gains in dB over the "
-          "repeat-last-frame floor\n")
+          f"{options.eval_context}, {args.actions} actions, {args.episodes} episodes of {options.data}; gains "
+          "in dB over the repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in sequences:
         task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
         task.model.load_state_dict(weights)
-        if args.episodes == "train":
+        if args.episodes != "heldout":
             from shared.data.windows import WindowSampler
             dataset = task.eval_sampler.dataset
-            task.eval_sampler = WindowSampler(dataset, task.eval_sampler.window,
-                                              episodes=one_train_episode_per_task(dataset, options.holdout_per_task))
+            episodes = (one_train_episode_per_task(dataset, options.holdout_per_task) if args.episodes == "train"
+                        else np.arange(len(dataset.episodes), dtype=np.int64))
+            task.eval_sampler = WindowSampler(dataset, task.eval_sampler.window, episodes=episodes)
             task.eval_windows = task.eval_sampler.evenly_spaced(n)
         windows = task.eval_windows
         groups = [("all", windows)]

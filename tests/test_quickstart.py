@@ -106,6 +106,19 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert "K = 1," in buf.getvalue() and "| 4 | 1234 |" in buf.getvalue(), buf.getvalue()
     with pytest.raises(SystemExit, match="power of two"):
         dynamics_eval_spread.main([str(out / "dynamics"), "--sampling-steps", "3"])
+    # --data evaluates on another data set: the same one given explicitly reproduces the default (its own
+    # held-out split), --episodes all spreads the windows over every episode (other windows: another floor).
+    by_episodes = {}
+    for extra in ([], ["--data", str(data)], ["--data", str(data), "--episodes", "all"]):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert dynamics_eval_spread.main([str(out / "dynamics"), "--sequences", "4", *extra]) == 0
+        by_episodes[len(extra)] = [[c.strip() for c in line.strip("|").split("|")]
+                                   for line in buf.getvalue().splitlines() if line.startswith("| 4 |")][0]
+    assert by_episodes[2] == by_episodes[0]
+    assert by_episodes[4][6] != by_episodes[0][6], by_episodes                  # floor h1
+    with pytest.raises(SystemExit, match="--data"):
+        dynamics_eval_spread.main([str(out / "dynamics"), "--data", str(tmp_path / "nothing")])
     # --per-task adds a row per task (the pooled row first, as without it); --actions zero replaces what
     # every evaluation batch carries (the 12-step model's action encoder output layer starts at std 1e-3
     # and the printed gains do not move, so the batches are checked, not the numbers; replace_actions
