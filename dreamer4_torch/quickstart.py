@@ -62,34 +62,46 @@ def say(message: str) -> None:
     print(f"\n=== {message}", flush=True)
 
 
-def _stop_child(child: subprocess.Popen) -> None:
-    """SIGTERM/SIGINT to the pipeline: pass it on to the running stage (trainers save a checkpoint and
-    exit; the demo shuts down) so that nothing is left running, then exit."""
+STOP_GRACE_SECONDS = 120.0     # how long a stage may take to save and exit after SIGTERM/SIGINT
+
+
+def wait_for_stage(child: subprocess.Popen) -> int:
+    """Wait for a stage; SIGTERM/SIGINT to the pipeline is passed on to it once (trainers save a
+    checkpoint and exit, the demo shuts down; a second SIGINT would make a trainer abandon its final
+    checkpoint), the stage gets STOP_GRACE_SECONDS to exit and is killed after that, and then the
+    pipeline exits with 128 + the signal number, so that nothing is left running.
+
+    The handler only records the signal and forwards it: waiting for the child inside it would
+    contend with the wait below for the child's exit status and never see it."""
+    stop: dict = {}
 
     def handler(signum, frame):
-        if child.poll() is None:
-            child.send_signal(signum)
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        raise SystemExit(128 + signum)
+        if not stop:
+            stop.update(signum=signum, deadline=time.monotonic() + STOP_GRACE_SECONDS)
+            if child.returncode is None:
+                child.send_signal(signum)
 
-    return handler
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                returncode = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stop and time.monotonic() > stop["deadline"]:
+                    child.kill()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if stop:
+        raise SystemExit(128 + stop["signum"])
+    return returncode
 
 
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
-    # Its own session: a Ctrl-C in the terminal reaches only this process, which passes it on once
-    # (a second SIGINT would make a trainer abandon its final checkpoint).
-    child = subprocess.Popen(cmd, start_new_session=True)
-    handler = _stop_child(child)
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        returncode = child.wait()
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    # Its own session: a Ctrl-C in the terminal reaches only this process, which passes it on once.
+    returncode = wait_for_stage(subprocess.Popen(cmd, start_new_session=True))
     if returncode != 0:
         raise SystemExit(f"quickstart: stage failed (exit code {returncode}); fix the problem above and "
                          "re-run the same command: finished stages are skipped, interrupted ones resume")

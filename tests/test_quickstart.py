@@ -59,11 +59,14 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=30)
+                stopped = proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                stopped = None
     text = log.read_text()
     assert status == 200, text[-3000:]
+    # SIGTERM stops the pipeline itself (128 + 15) as soon as the demo has shut down.
+    assert stopped == 143, (stopped, text[-3000:])
     # Stopping the pipeline stops the demo it started (no orphaned server keeps the port).
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
@@ -229,3 +232,57 @@ def test_report_says_when_a_stage_was_resumed(tmp_path):
     del dyn["eval"]["copy_latent_h4"]          # a run from before the column existed
     text = report(tmp_path, tok, dyn, RECIPES["cpu"], tmp_path / "data").read_text()
     assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 | n/a |" in text
+
+
+CHILD = """
+import signal, sys, time
+count = 0
+def handler(signum, frame):
+    global count
+    count += 1
+    open(sys.argv[1], "a").write("signal\\n")
+    if sys.argv[2] == "exit":
+        time.sleep(0.5)          # a trainer saving its checkpoint
+        sys.exit(0)
+signal.signal(signal.SIGTERM, handler)
+signal.signal(signal.SIGINT, handler)
+open(sys.argv[1], "a").write("ready\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("behaviour", ["exit", "ignore"])
+def test_a_signal_to_the_pipeline_reaches_the_stage_once(behaviour, tmp_path, monkeypatch):
+    """SIGTERM then SIGINT to the pipeline while a stage runs: the stage gets the first one only and
+    exits on its own (returncode 0, not killed after the grace period, as when the handler waited for
+    the stage itself and never saw it exit); a stage that ignores it is killed after the grace period;
+    either way the pipeline exits with 128 + SIGTERM and puts its signal handlers back."""
+    import signal
+    import threading
+    from dreamer4_torch import quickstart
+
+    monkeypatch.setattr(quickstart, "STOP_GRACE_SECONDS", 20.0 if behaviour == "exit" else 1.0)
+    log = tmp_path / "signals.txt"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(log), behaviour], start_new_session=True)
+    deadline = time.time() + 60
+    while not (log.exists() and "ready" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+
+    def send():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(0.3, send).start()
+    try:
+        with pytest.raises(SystemExit) as stop:
+            quickstart.wait_for_stage(child)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert log.read_text().count("signal") == 1, log.read_text()
+    assert child.wait(timeout=5) == (0 if behaviour == "exit" else -signal.SIGKILL)
+    assert signal.getsignal(signal.SIGTERM) is before
