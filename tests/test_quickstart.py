@@ -236,10 +236,7 @@ def test_report_says_when_a_stage_was_resumed(tmp_path):
 
 CHILD = """
 import signal, sys, time
-count = 0
 def handler(signum, frame):
-    global count
-    count += 1
     open(sys.argv[1], "a").write("signal\\n")
     if sys.argv[2] == "exit":
         time.sleep(0.5)          # a trainer saving its checkpoint
