@@ -81,11 +81,10 @@ def replace_actions(batch: dict, mode: str) -> dict:
     return out
 
 
-def one_train_episode_per_task(dataset, holdout_per_task) -> np.ndarray:
-    """Per task, the training episode (the trainers' split) with the lowest index: rows of the
-    episode table, sorted."""
-    from shared.data.windows import split_episodes
-    train, _ = split_episodes(dataset, holdout_per_task=holdout_per_task, seed=0)
+def one_train_episode_per_task(dataset, train_episodes) -> np.ndarray:
+    """Per task, the training episode (rows `train_episodes` of the episode table: the trainers' split)
+    with the lowest index: rows of the episode table, sorted."""
+    train = np.asarray(train_episodes, np.int64)
     table = dataset.episodes
     picked = []
     for t in np.unique(table["task_id"][train]):
@@ -156,7 +155,7 @@ def main(argv=None) -> int:
         if args.episodes != "heldout":
             from shared.data.windows import WindowSampler
             dataset = task.eval_sampler.dataset
-            episodes = (one_train_episode_per_task(dataset, options.holdout_per_task) if args.episodes == "train"
+            episodes = (one_train_episode_per_task(dataset, task.train_eps) if args.episodes == "train"
                         else np.arange(len(dataset.episodes), dtype=np.int64))
             task.eval_sampler = WindowSampler(dataset, task.eval_sampler.window, episodes=episodes)
             task.eval_windows = task.eval_sampler.evenly_spaced(n)

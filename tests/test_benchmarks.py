@@ -102,7 +102,7 @@ def test_eval_spread_train_episodes_are_one_per_task_and_not_held_out(tmp_path):
                           rewards=np.zeros(6, np.float32))
     data = open_dataset(tmp_path / "data")
     train, held = split_episodes(data, holdout_per_task=1, seed=0)
-    picked = one_train_episode_per_task(data, 1)
+    picked = one_train_episode_per_task(data, train)
     table = data.episodes
     assert len(picked) == 2 and not set(picked) & set(held)
     for row in picked:

@@ -63,15 +63,16 @@ class DynamicsTask(Task):
         check_data(dataset, tok_cfg, options.data)
         # Never run the tokenizer on clips longer than it was trained on (see common.py).
         self.chunk = tokenizer_clip_frames(Path(options.tokenizer)) or options.frames
-        train_eps, self.heldout_eps = split_episodes(dataset, holdout_per_task=options.holdout_per_task, seed=0)
+        self.train_eps, self.heldout_eps = split_episodes(dataset, holdout_per_task=options.holdout_per_task,
+                                                          seed=0)
         if len(self.heldout_eps) == 0:
             raise SystemExit(f"error: {options.data} has no held-out episodes; collect at least 2 episodes per task")
         if options.cache_latents:
             cache = build_latent_cache(self.tokenizer, Path(options.tokenizer), Path(options.data),
                                        Path(options.out) / "latents", self.chunk, world)
-            train_set = LatentWindowDataset(Path(options.data), cache, options.frames, episodes=train_eps)
+            train_set = LatentWindowDataset(Path(options.data), cache, options.frames, episodes=self.train_eps)
         else:
-            train_set = WindowDataset(dataset, options.frames, episodes=train_eps)
+            train_set = WindowDataset(dataset, options.frames, episodes=self.train_eps)
         self.stream = BatchStream(train_set, options.batch_size, world, options.seed, options.workers)
         self._iter = iter(self.stream)
         self.frames_per_batch = options.batch_size * options.frames
