@@ -6,23 +6,16 @@
 #   DATA=data/quickstart TOKENIZER=runs/quickstart/tokenizer/checkpoints/latest OUT=/tmp/out \
 #       bash benchmarks/dynamics_sweep_gpu.sh
 #
-# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (holding one directory named as
-# DATA's last part). MAXMIN caps each run's minutes (6.5 in the recorded sweep); the runs stop with a
-# checkpoint and a final evaluation. SCALE=N divides every step count (a dry run on a CPU: DEV=cpu).
+# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (benchmarks/gpu_common.sh; one
+# directory named as DATA's last part). MAXMIN caps each run's minutes (6.5 in the recorded sweep);
+# the runs stop with a checkpoint and a final evaluation. SCALE=N divides every step count (a dry run on a CPU: DEV=cpu).
 set -u
-SCALE=${SCALE:-1}; MAXMIN=${MAXMIN:-6.5}; DEV=${DEV:-cuda}; PY=${PY:-python3}
+SCALE=${SCALE:-1}; MAXMIN=${MAXMIN:-6.5}
 DATA=${DATA:-data/quickstart}; TOKENIZER=${TOKENIZER:-runs/quickstart/tokenizer/checkpoints/latest}
 W=${W:-/tmp/dynamics_sweep}; OUT=${OUT:-/tmp/dynamics_sweep_out}
-mkdir -p "$W/runs" "$OUT"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 PYTHONPATH=$PWD
-t0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - t0 ))s; }
+source benchmarks/gpu_common.sh
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
  $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") | tee "$OUT/env.txt"
-if [ -n "${DATA_TAR:-}" ] && [ ! -d "$DATA" ]; then
-    mkdir -p "$(dirname "$DATA")"
-    $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$DATA_TAR" "$(dirname "$DATA")"
-fi
 common="--preset dmc64 --data $DATA --tokenizer $TOKENIZER --device $DEV --precision fp32 --workers 1
         --eval-sequences 48 --no-tensorboard --ckpt-every 100000 --keep-checkpoints 1 --max-minutes $MAXMIN
         --log-every 50"

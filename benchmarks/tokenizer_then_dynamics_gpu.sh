@@ -5,20 +5,13 @@
 #
 #   DATA=data/quickstart OUT=/tmp/out TOKMIN=2.0 DYNMIN=2.0 bash benchmarks/tokenizer_then_dynamics_gpu.sh
 #
-# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (holding one directory named as
-# DATA's last part). TOKMIN / DYNMIN cap each training's minutes (a capped run stops with a checkpoint
+# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (benchmarks/gpu_common.sh; one
+# directory named as DATA's last part). TOKMIN / DYNMIN cap each training's minutes (a capped run stops with a checkpoint
 # and a final evaluation).
 set -u
-TOKMIN=${TOKMIN:-2.0}; DYNMIN=${DYNMIN:-2.0}; DEV=${DEV:-cuda}; PY=${PY:-python3}
+TOKMIN=${TOKMIN:-2.0}; DYNMIN=${DYNMIN:-2.0}
 DATA=${DATA:-data/quickstart}; W=${W:-/tmp/tokdyn}; OUT=${OUT:-/tmp/tokdyn_out}
-mkdir -p "$W/runs" "$OUT"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 PYTHONPATH=$PWD
-t0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - t0 ))s; }
-if [ -n "${DATA_TAR:-}" ] && [ ! -d "$DATA" ]; then
-    mkdir -p "$(dirname "$DATA")"
-    $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$DATA_TAR" "$(dirname "$DATA")"
-fi
+source benchmarks/gpu_common.sh
 echo "data $(elapsed)" | tee -a "$OUT/progress.txt"
 common="--preset dmc64 --data $DATA --device $DEV --precision fp32 --workers 1 --no-tensorboard
         --ckpt-every 100000 --keep-checkpoints 1 --log-every 100 --eval-sequences 48"
