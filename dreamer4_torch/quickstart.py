@@ -36,7 +36,9 @@ class Recipe:
     dynamics_minutes: float
     tokenizer_steps: int
     dynamics_steps: int
-    eval_every: int
+    eval_every: int                  # tokenizer evaluations
+    dynamics_eval_every: int
+    eval_sequences: int              # held-out clips / windows per evaluation, each trainer
     extra_tokenizer: tuple = ()
     extra_dynamics: tuple = ()
 
@@ -49,12 +51,15 @@ def _steps(preset: str, kind: str) -> int:
 RECIPES = {
     # 30 episodes per task: with 10 the dynamics model fits its training episodes and not held-out ones
     # (benchmarks/RESULTS.md, "Training seeds, 4x the steps, 10x the frames" and "Three times the episodes")
+    # 96 held-out windows (about 19 per held-out episode): with 48 the dynamics gain moves by +-0.15 dB over
+    # noise draws (RESULTS.md, "The weights' moving average"); every 500 steps, each evaluation (~20 s on
+    # the CPU) comes out of the stage's 20 minutes.
     "cpu": Recipe(preset="dmc64", tasks=CPU_TASKS, episodes=30, tokenizer_minutes=16.0, dynamics_minutes=20.0,
                   tokenizer_steps=_steps("dmc64", "tokenizer"), dynamics_steps=_steps("dmc64", "dynamics"),
-                  eval_every=250),
+                  eval_every=250, dynamics_eval_every=500, eval_sequences=96),
     "gpu": Recipe(preset="dmc128", tasks="all", episodes=20, tokenizer_minutes=240.0, dynamics_minutes=240.0,
                   tokenizer_steps=_steps("dmc128", "tokenizer"), dynamics_steps=_steps("dmc128", "dynamics"),
-                  eval_every=5000),
+                  eval_every=5000, dynamics_eval_every=5000, eval_sequences=96),
 }
 
 
@@ -171,8 +176,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (the budget may stop it earlier)")
     ap.add_argument("--dynamics-steps", type=int, default=None, help="dynamics steps (the budget may stop it earlier)")
     ap.add_argument("--eval-every", type=int, default=None,
-                    help="evaluate every N training steps and at the end (default: the recipe's, 250 on CPU)")
-    ap.add_argument("--eval-sequences", type=int, default=48, help="held-out sequences per evaluation")
+                    help="evaluate every N training steps and at the end (default: the recipe's, on CPU 250 for "
+                         "the tokenizer and 500 for the dynamics)")
+    ap.add_argument("--eval-sequences", type=int, default=None,
+                    help="held-out sequences per evaluation (default: the recipe's, 96)")
     ap.add_argument("--port", type=int, default=7860, help="demo port")
     ap.add_argument("--no-demo", action="store_true", help="stop after the report instead of serving the demo")
     args = ap.parse_args(argv)
@@ -205,16 +212,18 @@ def main(argv=None) -> int:
          "--size", str(size), "--out", str(data_dir), "--episode-steps", str(args.episode_steps)])
 
     say(f"2/5 train the tokenizer (about {tok_minutes:.0f} min)")
-    common = ["--preset", preset, "--data", str(data_dir), "--eval-sequences", str(args.eval_sequences),
-              "--eval-every", str(args.eval_every or recipe.eval_every)]
+    common = ["--preset", preset, "--data", str(data_dir),
+              "--eval-sequences", str(args.eval_sequences or recipe.eval_sequences)]
     tok = train_stage("tokenizer", run_dir / "tokenizer",
-                      [*common, "--max-minutes", str(tok_minutes),
+                      [*common, "--eval-every", str(args.eval_every or recipe.eval_every),
+                       "--max-minutes", str(tok_minutes),
                        *(["--steps", str(args.tokenizer_steps or recipe.tokenizer_steps)]),
                        *recipe.extra_tokenizer])
 
     say(f"3/5 train the dynamics model (about {dyn_minutes:.0f} min)")
     dyn = train_stage("dynamics", run_dir / "dynamics",
                       [*common, "--tokenizer", str(run_dir / "tokenizer" / "checkpoints" / "latest"),
+                       "--eval-every", str(args.eval_every or recipe.dynamics_eval_every),
                        "--max-minutes", str(dyn_minutes),
                        *(["--steps", str(args.dynamics_steps or recipe.dynamics_steps)]),
                        *recipe.extra_dynamics])

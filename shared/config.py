@@ -342,9 +342,13 @@ def _make_presets() -> dict[str, Preset]:
         transformer=TransformerConfig(d_model=128, n_heads=4, depth=4, dropout=0.0, final_norm=True),
         image_height=64, image_width=64, channels=3, patch_size=8,
         n_latents=32, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.0, bottleneck_norm=True)
+    # The dynamics model packs 4 latents per token (8 spatial tokens of 128: ~1.45x the training steps
+    # per minute of packing 2) and takes relative time positions (RoPE in time attention: the one-step
+    # error a third lower than the additive table's); benchmarks/RESULTS.md, "Cheaper tokens" and
+    # "The weights' moving average".
     dmc64_dyn = DynamicsConfig(
-        transformer=TransformerConfig(d_model=192, n_heads=4, depth=4, dropout=0.0),
-        n_latents=32, d_bottleneck=32, packing_factor=2, n_register=2, n_agent=1, k_max=8)
+        transformer=TransformerConfig(d_model=192, n_heads=4, depth=4, dropout=0.0, time_rope=True),
+        n_latents=32, d_bottleneck=32, packing_factor=4, n_register=2, n_agent=1, k_max=8)
 
     # Exactly the upstream training scripts' defaults.
     dmc128_tok = TokenizerConfig(

@@ -3,10 +3,12 @@
 One step: `grad_accum` micro-batches (gradient all-reduce only on the last, via no_sync), global
 norm clipping, AdamW (or Muon + AdamW, optim.py), a warm-up + cosine learning rate. Every random
 draw of step s on rank r comes from generators seeded with (seed, rank, s), so a run resumed at
-step k repeats steps k+1..n exactly: the checkpoint stores model, optimizer, scheduler, step and data position.
+step k repeats steps k+1..n exactly: the checkpoint stores model, optimizer, scheduler, step and data position
+(and, with `--ema-decay`, the parameters' moving average, ema.py).
 
 Checkpoints: RUN_DIR/checkpoints/step_XXXXXXX/ (a native checkpoint directory: config.json,
-model.safetensors, plus training_state.pt and options.json), written atomically, with
+model.safetensors -- the moving average when EMA is on --, plus training_state.pt and options.json),
+written atomically, with
 RUN_DIR/checkpoints/latest -> the newest. SIGTERM/SIGINT finish the current step, save and exit.
 """
 
@@ -35,6 +37,7 @@ from shared.io import CheckpointError, atomic_directory, atomic_write_bytes, wri
 
 from ..checkpoint import WEIGHTS_FILE, load_state
 from . import distributed as D
+from .ema import Ema
 from .logger import Logger
 from .optim import make_optimizer
 from .options import options_to_json
@@ -110,13 +113,16 @@ class Task:
         raise NotImplementedError
 
 
-def evaluation_model(model: nn.Module, config, parallel: str, world: D.World) -> nn.Module:
-    """The model to evaluate: itself, or under FSDP an unsharded replica on every rank (evaluation calls
-    encode/decode and the sampler, which are not `forward`, so FSDP's gathering hooks would not run)."""
-    if parallel != "fsdp" or not world.distributed:
+def evaluation_model(model: nn.Module, config, parallel: str, world: D.World, ema: Optional[Ema] = None) -> nn.Module:
+    """The model to evaluate: itself, or a replica on every rank holding the moving average (with EMA)
+    or, under FSDP, the unsharded weights (evaluation calls encode/decode and the sampler, which are not
+    `forward`, so FSDP's gathering hooks would not run)."""
+    if ema is None and (parallel != "fsdp" or not world.distributed):
         return model
     from ..checkpoint import build_model
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    if ema is not None:
+        state = ema.full_state(state)
     replica = build_model(config).to(world.device)
     replica.load_state_dict({k: v.to(world.device) for k, v in state.items()})
     return replica
@@ -145,7 +151,8 @@ class Checkpointer:
             return None
         return link.resolve()
 
-    def save(self, step: int, model: nn.Module, optimizer, scheduler, task: Task, options, config) -> Optional[Path]:
+    def save(self, step: int, model: nn.Module, optimizer, scheduler, task: Task, options, config,
+             ema: Optional[Ema] = None) -> Optional[Path]:
         digests = None
         if options.parallel == "ddp":
             # DDP replicas must be bit-identical; upstream's dynamics trainer silently let them drift.
@@ -156,6 +163,7 @@ class Checkpointer:
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(model, options=opts)
         optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
+        averaged = None if ema is None else ema.full_state(model_state)     # a collective under FSDP
         path = self.dir / f"step_{step:07d}"
         if self.world.is_main:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model_state.items()}
@@ -163,6 +171,10 @@ class Checkpointer:
                         "data": task.data_state(), "world_size": self.world.world_size,
                         "replica_digests": digests,
                         "config": config_to_dict(config)}
+            if ema is not None:
+                # the weights file holds the average (for every reader); the raw weights resume training
+                training.update(model=state, ema_decay=ema.decay, ema_updates=ema.updates)
+                state = averaged
             with atomic_directory(path) as tmp:
                 write_config(tmp, config)
                 save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "dreamer4", "kind": config.kind,
@@ -182,7 +194,7 @@ class Checkpointer:
         D.barrier(self.world)
         return path
 
-    def restore(self, model: nn.Module, optimizer, scheduler, task: Task, config) -> int:
+    def restore(self, model: nn.Module, optimizer, scheduler, task: Task, config, ema: Optional[Ema] = None) -> int:
         path = self.latest()
         if path is None:
             raise TrainingError(f"--resume: no checkpoint under {self.dir} (expected {self.dir / 'latest'})")
@@ -198,7 +210,14 @@ class Checkpointer:
             raise TrainingError(f"--resume: {path} was written by {training['world_size']} processes, this run "
                                 f"has {self.world.world_size}; exact resumption needs the same number")
         opts = StateDictOptions(full_state_dict=True)
+        if (ema is not None) != ("ema_updates" in training):
+            raise TrainingError(f"--resume: {path} was written with{'out' if ema is not None else ''} an EMA of the "
+                                "weights; resume with the run's own --ema-decay (see its options.json)")
         set_model_state_dict(model, state, options=opts)
+        if ema is not None:       # `state` is the average: take it, then put the raw weights in the model
+            ema.params = {n: p.detach().clone() for n, p in model.named_parameters()}
+            ema.updates = int(training["ema_updates"])
+            set_model_state_dict(model, training["model"], options=opts)
         set_optimizer_state_dict(model, optimizer, training["optimizer"], options=opts)
         scheduler.load_state_dict(training["scheduler"])
         task.load_data_state(training["data"])
@@ -221,10 +240,12 @@ def train(task: Task, options, config, world: D.World) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, options.warmup_steps, options.min_lr_ratio))
     ckpt = Checkpointer(run_dir, world, options.keep_checkpoints)
-    start = ckpt.restore(model, optimizer, scheduler, task, config) if options.resume else 0
+    ema = Ema(model, options.ema_decay) if options.ema_decay > 0 else None     # after wrap: FSDP's shards
+    start = ckpt.restore(model, optimizer, scheduler, task, config, ema) if options.resume else 0
     logger = Logger(run_dir, world, options, resumed_at=start if options.resume else None)
     logger.info(f"{task.kind}: {sum(p.numel() for p in model.parameters()):,} parameters, "
                 f"{world.world_size} process(es) on {world.device}, {precision}, {options.parallel}, "
+                f"{f'EMA {options.ema_decay}, ' if ema is not None else ''}"
                 f"{'resuming at step ' + str(start) if options.resume else 'from scratch'}; run dir {run_dir}")
     stop = StopFlag().install()
     batches = task.micro_batches()
@@ -263,6 +284,8 @@ def train(task: Task, options, config, world: D.World) -> dict:
                     f"the last good checkpoint is {ckpt.latest()}")
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             steps_window += 1
             frames_window += task.frames_per_batch * options.grad_accum * world.world_size
@@ -278,7 +301,7 @@ def train(task: Task, options, config, world: D.World) -> dict:
             final = step == total or stop_now
             if step % options.eval_every == 0 or final:
                 t_eval = time.time()
-                scalars, images, gifs = task.evaluate(step, evaluation_model(model, config, options.parallel, world))
+                scalars, images, gifs = task.evaluate(step, evaluation_model(model, config, options.parallel, world, ema))
                 last_eval = scalars
                 logger.scalars("eval", scalars, step)
                 logger.images(images, step)
@@ -289,7 +312,7 @@ def train(task: Task, options, config, world: D.World) -> dict:
                 t_window += time.time() - t_eval
             if step % options.ckpt_every == 0 or final:
                 t_ck = time.time()
-                path = ckpt.save(step, model, optimizer, scheduler, task, options, config)
+                path = ckpt.save(step, model, optimizer, scheduler, task, options, config, ema)
                 logger.info(f"checkpoint {path} ({time.time() - t_ck:.1f}s)")
                 t_window += time.time() - t_ck
             if stop_now:
@@ -326,6 +349,7 @@ def check_resume_options(options, world: D.World) -> None:
         raise TrainingError(f"--resume: {path} does not exist; is {options.out} a run directory?")
     saved = json.loads(path.read_text())
     saved.setdefault("optimizer", "adamw")          # runs recorded before --optimizer existed used AdamW
+    saved.setdefault("ema_decay", 0.0)              # and before --ema-decay, no average
     now = dataclasses.asdict(options)
     ignore = {"resume", "max_minutes", "steps", "workers", "log_every", "eval_every", "ckpt_every",
               "keep_checkpoints", "tensorboard", "wandb"}

@@ -82,11 +82,12 @@ def test_loss_decreases(kind, tiny_data, tiny_tokenizer, tmp_path):
         assert any(n.endswith(".gif") for n in images)
 
 
-@pytest.mark.parametrize("kind,optimizer", [("tokenizer", "adamw"), ("dynamics", "adamw"), ("dynamics", "muon")])
-def test_interrupted_run_resumes_exactly(kind, optimizer, tiny_data, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("kind,optimizer,ema", [("tokenizer", "adamw", 0.0), ("dynamics", "adamw", 0.0),
+                                              ("dynamics", "muon", 0.9)])
+def test_interrupted_run_resumes_exactly(kind, optimizer, ema, tiny_data, tiny_tokenizer, tmp_path):
     steps = 150
     common = ["--data", tiny_data, "--steps", steps, "--workers", 1, *extra_args(kind, tiny_tokenizer), *FAST,
-              "--workers", "1", "--optimizer", optimizer]
+              "--workers", "1", "--optimizer", optimizer, "--ema-decay", ema]
     full = tmp_path / "full"
     r = run(train_cmd(kind, "--out", full, *common))
     assert r.returncode == 0, r.stderr[-4000:]
@@ -112,7 +113,31 @@ def test_interrupted_run_resumes_exactly(kind, optimizer, tiny_data, tiny_tokeni
     assert max(b) == steps
     for s in range(stopped + 1, steps + 1):
         assert a[s] == b[s], f"step {s}: {a[s]} != {b[s]} after resuming at {stopped}"
-    assert not differ(weights(full), weights(part))
+    assert not differ(weights(full), weights(part))     # with EMA: the averages (the raw weights give the losses)
+
+
+def test_checkpoints_hold_the_weights_average(tiny_data, tiny_tokenizer, tmp_path):
+    out = tmp_path / "ema"
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--tokenizer", tiny_tokenizer, "--out", out, "--steps", 2,
+                      *FAST, "--ckpt-every", 1, "--keep-checkpoints", 3, "--ema-decay", 0.8))
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "EMA 0.8" in r.stdout
+
+    def saved(step):
+        path = out / "checkpoints" / f"step_{step:07d}"
+        training = torch.load(path / "training_state.pt", weights_only=True)
+        return load_file(str(path / "model.safetensors")), training["model"], training["ema_updates"]
+
+    (avg1, raw1, n1), (avg2, raw2, n2) = saved(1), saved(2)
+    assert (n1, n2) == (1, 2)
+    assert differ(avg2, raw2)
+    beta = min(0.8, 3 / 12)                       # the warm-up at update 2
+    for k in avg2:
+        torch.testing.assert_close(avg2[k], beta * avg1[k] + (1 - beta) * raw2[k], rtol=1e-6, atol=1e-7)
+    # an average run cannot be resumed without it, nor a plain run with one
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--tokenizer", tiny_tokenizer, "--out", out, "--steps", 3,
+                      *FAST, "--resume"))
+    assert r.returncode != 0 and "--ema-decay 0.8 -> 0.0" in r.stderr, r.stderr[-2000:]
 
 
 def test_clear_errors(tiny_data, tiny_tokenizer, tmp_path):
@@ -198,7 +223,7 @@ def test_help_lists_every_option():
 
 
 def test_fsdp_matches_ddp_and_resumes(tiny_data, tmp_path):
-    common = ["--data", tiny_data, "--batch-size", 2, *FAST]
+    common = ["--data", tiny_data, "--batch-size", 2, "--ema-decay", 0.5, *FAST]     # the averages sharded, too
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     r = run(train_cmd("tokenizer", "--out", ddp, "--steps", 8, *common, nproc=2))
     assert r.returncode == 0, r.stderr[-3000:]
