@@ -43,7 +43,7 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "curves.png"
     train, evals = read_metrics(run_dir)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4))
     ax = axes[0]
     for key in ("loss", "flow_mse", "boot_mse"):
         if key in train:
@@ -70,7 +70,8 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
             ax.plot(steps, values, color=colors[i % len(colors)], ls="--", lw=1, marker="x", ms=5,
                     label=f"repeat last frame, h {h}")      # markers: visible with a single evaluation too
         ax.set_title("held-out rollout PSNR (dB)")
-        ax.legend(fontsize=7, ncol=2)
+        # beside the axes: inside, with eight lines, it covered one of them
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     elif "psnr" in evals:
         steps, values = zip(*evals["psnr"])
         ax.plot(steps, values, marker="o", ms=3)
