@@ -30,7 +30,12 @@ class Ema:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
         self.decay = decay
-        self.updates = 0
+        self.take(model, updates=0)
+
+    def take(self, model: nn.Module, updates: int) -> None:
+        """Make the model's current parameters the average, after `updates` updates (resuming: the model
+        holds the checkpoint's average at that moment)."""
+        self.updates = updates
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     @torch.no_grad()

@@ -173,7 +173,7 @@ class Checkpointer:
                         "config": config_to_dict(config)}
             if ema is not None:
                 # the weights file holds the average (for every reader); the raw weights resume training
-                training.update(model=state, ema_decay=ema.decay, ema_updates=ema.updates)
+                training.update(model=state, ema_updates=ema.updates)
                 state = averaged
             with atomic_directory(path) as tmp:
                 write_config(tmp, config)
@@ -215,8 +215,7 @@ class Checkpointer:
                                 "weights; resume with the run's own --ema-decay (see its options.json)")
         set_model_state_dict(model, state, options=opts)
         if ema is not None:       # `state` is the average: take it, then put the raw weights in the model
-            ema.params = {n: p.detach().clone() for n, p in model.named_parameters()}
-            ema.updates = int(training["ema_updates"])
+            ema.take(model, updates=int(training["ema_updates"]))
             set_model_state_dict(model, training["model"], options=opts)
         set_optimizer_state_dict(model, optimizer, training["optimizer"], options=opts)
         scheduler.load_state_dict(training["scheduler"])
