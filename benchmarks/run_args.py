@@ -34,7 +34,7 @@ def checked_checkpoint(args: argparse.Namespace) -> Path:
 
 def recorded_options(args: argparse.Namespace):
     """The run's recorded DynamicsOptions, with its data and tokenizer paths resolved against --root."""
-    from dreamer4_torch.train.options import DynamicsOptions, options_from_json
+    from shared.train_options import DynamicsOptions, options_from_json
     recorded = options_from_json(DynamicsOptions, args.run / "options.json")
     return dataclasses.replace(recorded, data=str(args.root / recorded.data),
                                tokenizer=str(args.root / recorded.tokenizer))

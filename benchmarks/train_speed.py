@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dreamer4_torch.train.options import RECIPES
+from shared.train_options import RECIPES
 from shared.config import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]

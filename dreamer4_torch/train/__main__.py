@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import DynamicsOptions, TokenizerOptions, build_parser, resolve
+from shared.train_options import DynamicsOptions, TokenizerOptions, build_parser, resolve
 
 USAGE = """usage: python -m dreamer4_torch.train {tokenizer,dynamics} [options]
        torchrun --nproc_per_node=N -m dreamer4_torch.train {tokenizer,dynamics} [options]

@@ -40,7 +40,7 @@ from . import distributed as D
 from .ema import Ema
 from .logger import Logger
 from .optim import make_optimizer
-from .options import options_to_json
+from shared.train_options import options_to_json
 
 STATE_FILE = "training_state.pt"
 DONE_FILE = "done.json"

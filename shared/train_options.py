@@ -1,4 +1,4 @@
-"""Typed training options. Every field is a command-line flag (`--field-name`) with its help text;
+"""Typed training options of the trainer CLIs. Every field is a command-line flag (`--field-name`) with its help text;
 the resolved options are written to `RUN_DIR/options.json` at start.
 
 Defaults that depend on the model size come from RECIPES[preset][kind] and are applied where the
