@@ -7,10 +7,11 @@
 
 On the CPU, torch's nn.Linear calls MKL's sgemm with the weight in its plain (out, in) layout. For the
 few rows of one generated frame (a KV-cached denoising step multiplies 16-22 token rows by every
-weight matrix) that runs far below the machine's arithmetic rate; oneDNN's inner product with the
-weight reordered ahead of time into its blocked layout is 2-2.6x faster there and 1.1-1.35x faster for a
-whole window (benchmarks/RESULTS.md). This is the weight prepacking torch.compile's CPU backend does
-with `freezing`, without compiling anything.
+weight matrix) that runs far below the machine's arithmetic rate, limited by the kernel on so few
+rows rather than by reading the weights; oneDNN's inner product with the weight reordered ahead of
+time into its blocked layout is much faster there, and somewhat faster for a whole window
+(`python -m benchmarks.frame_linears`; docs/experiments.md, "Sampler speed"). This is the weight
+prepacking torch.compile's CPU backend does with `freezing`, without compiling anything.
 
 The results are the same linear maps to fp32 rounding (~1e-6 relative). Only inference uses them:
 inside the context, a Linear falls back to plain F.linear when gradients are being recorded, when its
@@ -34,9 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# oneDNN picks the blocked layout for a row count. Of the hints tried (1, 16, 400) on dmc128-sized
-# 512 -> 4096 matrices on the development CPU, 400 was fastest both for 16 rows (a cached step: 10.4 ms
-# for 20 matrices against 27.4 with nn.Linear) and for 400 rows (a 25-frame window: 166 against 224 ms).
+# oneDNN picks the blocked layout for a row count. One layout serves both uses: a cached step's few rows
+# and a full window's hundreds; of the hints tried, 400 was fastest for both (docs/experiments.md,
+# "Sampler speed").
 ROWS_HINT = 400
 
 _LOCK = threading.Lock()

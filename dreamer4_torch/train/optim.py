@@ -14,9 +14,9 @@ schedule, gradient clipping and distributed checkpoints treat it like AdamW.
 
 The Muon half is torch.optim.Muon's update with adjust_lr_fn="match_rms_adamw" (which runs the
 iteration in bfloat16; this one runs it in float32), the AdamW half torch.optim.AdamW's
-(tests/train/test_optim.py checks both); dreamer4_jax.train's OptimizerConfig(kind="muon") is the
-same optimizer in optax (parity_tests/test_training.py). What it buys on the dmc64 dynamics recipe:
-benchmarks/RESULTS.md.
+(tests/train/test_optim.py checks both); dreamer4_jax/train/optim.py holds the same optimizer in optax
+(parity_tests/test_training.py). Why the dmc64 recipes use it: docs/experiments.md, "Tokenizer recipe"
+and "Dynamics recipe".
 
 Muon orthogonalises whole matrices, so every rank must hold them whole: DDP (each rank has the full,
 all-reduced gradient) works; FSDP2 shards them and is refused.
