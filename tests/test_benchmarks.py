@@ -6,11 +6,18 @@ keeps the scripts from breaking as the code under them changes.
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pytest
 import torch
 
 from benchmarks import frame_linears, sampler_speed
 from dreamer4_torch.prepack import available as prepack_available
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# The benchmarks and nothing else (RESULTS.md holds their tables): a new file here must be one of them.
+NAMES = ["collect_all_tasks", "data_speed", "frame_linears", "model_speed", "sampler_speed", "train_speed"]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -56,3 +63,37 @@ def test_sampler_speed_table(capsys):
                                                               ("torch", "tiny", "roll", "4", "2")]
     for r in rows:
         assert all(float(v.rstrip("x")) > 0 for v in r[5:])
+
+
+def test_collect_all_tasks_table(capsys):
+    from benchmarks import collect_all_tasks
+    assert collect_all_tasks.main(["--tasks", "cartpole-swingup", "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["task", "cartpole-swingup"], out         # header row, one row per task
+    build_s, rate, cpu_rate, mean, low, high = (float(v) for v in rows[1][1:7])
+    assert build_s > 0 and rate > 0 and cpu_rate > 0 and low <= mean <= high
+    assert "1 episodes, 501 frames, check: OK" in out
+
+
+def test_benchmarks_holds_only_benchmarks():
+    """No shell sweep, no sweep config, no sub-folder: experiments/ holds those, dreamer4_torch.eval the
+    evaluations of trained runs."""
+    files = sorted(p.name for p in BENCHMARKS.iterdir() if p.name != "__pycache__")
+    assert files == sorted(["__init__.py", "RESULTS.md", *(f"{n}.py" for n in NAMES)])
+    assert not list(BENCHMARKS.rglob("*.sh")) and not list(BENCHMARKS.rglob("*.json"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_benchmark_explains_its_options_and_prints_a_table(name, capsys):
+    module = importlib.import_module(f"benchmarks.{name}")
+    parser = module.build_parser()
+    unexplained = [a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert not unexplained, unexplained
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m benchmarks.{name} ")
+    # its output is a markdown table: a header row and the separator row under it
+    source = (BENCHMARKS / f"{name}.py").read_text()
+    assert 'print("|---|' in source, f"benchmarks/{name}.py prints no markdown table"
