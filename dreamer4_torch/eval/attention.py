@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamer4_torch.eval.runs import add_window_args, open_run, run_parser
+from dreamer4_torch.eval.runs import open_run, window_parser
 
 
 def time_attention_probs(attn, x: torch.Tensor, rope=None) -> torch.Tensor:
@@ -72,10 +72,8 @@ def newest_frame_attention(model, packed: torch.Tensor, actions=None, act_mask=N
 
 
 def build_parser():
-    ap = run_parser("python -m dreamer4_torch.eval attention", __doc__)
-    add_window_args(ap, 48, "held-out windows, evenly spaced as the trainer's",
-                    "seed of the new frame's starting noise")
-    return ap
+    return window_parser("python -m dreamer4_torch.eval attention", __doc__, 48,
+                         "held-out windows, evenly spaced as the trainer's", "seed of the new frame's starting noise")
 
 
 def main(argv=None) -> int:

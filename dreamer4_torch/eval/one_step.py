@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamer4_torch.eval.runs import add_window_args, open_run, run_parser
+from dreamer4_torch.eval.runs import open_run, window_parser
 
 RIDGE = 1.0
 
@@ -53,10 +53,9 @@ def fit_linear_ar(latents: np.ndarray, actions: np.ndarray, episodes, table) -> 
 
 
 def build_parser():
-    ap = run_parser("python -m dreamer4_torch.eval one-step", __doc__)
-    add_window_args(ap, 96, "windows per split, evenly spaced as the trainer's",
-                    "seed of the K-step prediction's starting noise")
-    return ap
+    return window_parser("python -m dreamer4_torch.eval one-step", __doc__, 96,
+                         "windows per split, evenly spaced as the trainer's",
+                         "seed of the K-step prediction's starting noise")
 
 
 def main(argv=None) -> int:

@@ -72,12 +72,15 @@ def load_tokenizer(args: argparse.Namespace, options, config_only: bool = False)
         raise SystemExit(f"error: the run's tokenizer (resolved against --root {args.root}): {e}") from None
 
 
-def add_window_args(ap: argparse.ArgumentParser, windows: int, windows_help: str, seed_help: str) -> None:
-    """--windows, --context and --seed of the evaluations that probe a run on evenly spaced windows."""
+def window_parser(prog: str, doc: str, windows: int, windows_help: str, seed_help: str) -> argparse.ArgumentParser:
+    """A run_parser with --windows, --context and --seed: the evaluations that probe a run on evenly
+    spaced windows (`open_run` reads it)."""
+    ap = run_parser(prog, doc)
     ap.add_argument("--windows", type=int, default=windows, help=f"{windows_help} (default {windows})")
     ap.add_argument("--context", type=int, default=0,
                     help="clean context frames before the predicted one (default 0: the run's --eval-context)")
     ap.add_argument("--seed", type=int, default=1234, help=f"{seed_help} (default 1234)")
+    return ap
 
 
 @dataclasses.dataclass
@@ -93,7 +96,7 @@ class OpenedRun:
 
 
 def open_run(ap: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, OpenedRun]:
-    """Parse argv (a run_parser with add_window_args), check it, and load what the run recorded: its
+    """Parse argv (a window_parser), check it, and load what the run recorded: its
     tokenizer, the dynamics checkpoint, the data set and its train / held-out split."""
     args = ap.parse_args(argv)
     if args.windows < 1 or args.context < 0:
