@@ -5,9 +5,10 @@
 
 Runs in this process, one task after the other, so frames/s is this process's rate for that
 task (physics, rendering and policy); frames per CPU-second (all threads of the process, Mesa's
-rasteriser included) is also printed, because it does not depend on what else the machine runs. Episodes are the collector's own (same seeds, policies and
-dataset layout as `python -m shared.data.collect --workers 1`) and are written to a dataset,
-checked at the end.
+rasteriser included) is also printed, because it does not depend on what else the machine runs.
+Episodes are the collector's own (same seeds, policies and dataset layout as `python -m
+shared.data.collect --workers 1`) and are written to a dataset, checked at the end. One markdown
+table row per task.
 """
 
 from __future__ import annotations
@@ -19,18 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.data.policies import POLICY_MODES
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.collect_all_tasks",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=64, help="frame size")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes per task")
-    parser.add_argument("--policy", default="mixed", help="random, noise or mixed")
-    parser.add_argument("--seed", type=int, default=0, help="collector base seed")
-    parser.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
-    parser.add_argument("--out", default=None, help="dataset directory (default: temporary)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes per task (default 1)")
+    parser.add_argument("--policy", default="mixed", choices=POLICY_MODES,
+                        help="the collector's behaviour policy, as `python -m shared.data.collect --policy` "
+                             "(default mixed)")
+    parser.add_argument("--seed", type=int, default=0, help="collector base seed (default 0)")
+    parser.add_argument("--tasks", default="all", help="'all' (default) or comma-separated task names")
+    parser.add_argument("--out", default=None, help="keep the dataset in this directory (default: a temporary one)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from shared.data.check import find_problems
     from shared.data.collect import CollectConfig, record_episode
@@ -42,10 +51,10 @@ def main(argv=None) -> int:
     config = CollectConfig(size=args.size, policy=args.policy, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "all_tasks"
-        print(f"{args.episodes} episode(s) of {config.episode_steps} steps per task at "
+        print(f"# {args.episodes} episode(s) of {config.episode_steps} steps per task at "
               f"{args.size}x{args.size}, policy {args.policy}, MUJOCO_GL={backend}, one process")
-        print(f"{'task':<24} {'build s':>7} {'frames/s':>9} {'frames/cpu-s':>12} {'mean return':>11} "
-              f"{'min':>7} {'max':>7}  policies")
+        print("| task | build s | frames/s | frames/cpu-s | mean return | min return | max return | policies |")
+        print("|---|---|---|---|---|---|---|---|")
         rates = []
         with DatasetWriter(out, args.size, args.size, config.source()) as writer:
             for task in resolve_tasks(args.tasks):
@@ -67,12 +76,12 @@ def main(argv=None) -> int:
                                       record["actions"], record["rewards"])
                 env.close()
                 rates.append(frames / seconds)
-                print(f"{task:<24} {build:>7.2f} {frames / seconds:>9.0f} {frames / cpu_seconds:>12.0f} "
-                      f"{np.mean(returns):>11.1f} {min(returns):>7.1f} {max(returns):>7.1f}  "
-                      f"{', '.join(kinds)}", flush=True)
+                print(f"| {task} | {build:.2f} | {frames / seconds:.0f} | {frames / cpu_seconds:.0f} | "
+                      f"{np.mean(returns):.1f} | {min(returns):.1f} | {max(returns):.1f} | "
+                      f"{', '.join(kinds)} |", flush=True)
         dataset = open_dataset(out)
         problems = find_problems(dataset)
-        print(f"{len(rates)} tasks, median {np.median(rates):.0f} frames/s; dataset "
+        print(f"\n{len(rates)} tasks, median {np.median(rates):.0f} frames/s; dataset "
               f"{out}: {dataset.num_episodes} episodes, {dataset.num_frames} frames, "
               f"check: {'OK' if not problems else problems}")
     return 0 if not problems else 1

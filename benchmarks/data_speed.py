@@ -95,32 +95,38 @@ def loader_rows(path: Path, args) -> list[tuple[str, str, float]]:
     return rows
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.data_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="walker-walk", help="task to collect")
-    parser.add_argument("--size", type=int, default=64, help="frame size")
-    parser.add_argument("--episodes", type=int, default=4, help="episodes per collector run")
-    parser.add_argument("--workers", type=int, default=2, help="collector processes")
-    parser.add_argument("--T", type=int, default=16, help="transitions per window (T + 1 frames)")
-    parser.add_argument("--batch", type=int, default=32, help="windows per batch")
-    parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader worker processes")
-    parser.add_argument("--seconds", type=float, default=5.0, help="time per loader measurement")
+    parser.add_argument("--task", default="walker-walk", help="task to collect (default walker-walk)")
+    parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes per collector run (default 4)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="collector processes of the second collector row (the first uses 1; default 2)")
+    parser.add_argument("--T", type=int, default=16, help="transitions per window, T + 1 frames (default 16)")
+    parser.add_argument("--batch", type=int, default=32, help="windows per batch (default 32)")
+    parser.add_argument("--loader-workers", type=int, default=2, help="torch DataLoader worker processes (default 2)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per loader measurement (default 5 s)")
     parser.add_argument("--out", default=None, help="keep the collected datasets here (default: a "
                         "temporary directory)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         rows = collector_rows(out, args)
         rows += loader_rows(out / f"collect-w{args.workers}", args)
-    print(f"\ndata layer speed on {platform.node()} ({os.cpu_count()} CPUs, load average "
+    print(f"\n# data layer speed on {platform.node()} ({os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at the end), MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
-    print(f"{'what':<36} {'how':<18} {'per second':>12}")
+    print("| what | how | per second | unit |")
+    print("|---|---|---|---|")
     for what, how, rate in rows:
         unit = "frames" if what.startswith("collect") else "windows"
-        print(f"{what:<36} {how:<18} {rate:>9.0f} {unit}")
+        print(f"| {what} | {how} | {rate:.0f} | {unit} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

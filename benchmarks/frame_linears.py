@@ -64,7 +64,7 @@ def time_linears(preset: str, threads: int, repeats: int) -> dict:
             "read_gbps": mb / 1e3 / read}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.frame_linears", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="dmc64,dmc128", help="comma-separated presets (default: dmc64,dmc128)")
@@ -72,6 +72,11 @@ def main(argv=None) -> int:
                     help="comma-separated torch CPU thread counts "
                          f"(default: torch's choice, {torch.get_num_threads()})")
     ap.add_argument("--repeats", type=int, default=30, help="timed repetitions, median reported (default 30)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")

@@ -66,27 +66,41 @@ def time_step(step, device, warmup, iters):
     return float(np.median(times))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--cases", default="all", help="comma-separated indices into the case list, or 'all'")
-    args = ap.parse_args()
+def build_parser() -> argparse.ArgumentParser:
+    cases = ", ".join(f"{i}: {kind} {preset} B={B} T={T}" for i, (kind, preset, B, T) in enumerate(CASES))
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.model_speed", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="fp32, or bf16 autocast around the forward pass and loss (default fp32)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing each case (default 1)")
+    ap.add_argument("--iters", type=int, default=3, help="timed steps per case, median reported (default 3)")
+    ap.add_argument("--cases", default="all", help=f"comma-separated case indices, or 'all' (default): {cases}")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.warmup < 0 or args.iters < 1:
+        ap.error("--warmup must be >= 0 and --iters >= 1")
+    try:
+        cases = CASES if args.cases == "all" else [CASES[int(i)] for i in args.cases.split(",")]
+    except (ValueError, IndexError):
+        ap.error(f"--cases takes 'all' or comma-separated indices 0..{len(CASES) - 1}, got {args.cases!r}")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    cases = CASES if args.cases == "all" else [CASES[int(i)] for i in args.cases.split(",")]
     print(f"# forward+backward, {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads), {args.dtype}, torch {torch.__version__}, median of {args.iters}")
-    print(f"| model | preset | params | B | T | s / step | frames / s |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| model | preset | params | B | T | s / step | frames / s |")
+    print("|---|---|---|---|---|---|---|")
     for kind, preset, B, T in cases:
         model, step, frames = make_step(kind, preset, B, T, device, dtype)
         n = sum(p.numel() for p in model.parameters())
         sec = time_step(step, device, args.warmup, args.iters)
         print(f"| {kind} | {preset} | {n / 1e6:.1f}M | {B} | {T} | {sec:.3f} | {frames / sec:.1f} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -72,8 +72,9 @@ def time_decode(decode, z, reps: int, device: torch.device, backend: str = "torc
     return float(np.median(times))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.sampler_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sampler_speed", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="dmc64,dmc128", help="comma-separated presets (default: dmc64,dmc128)")
     ap.add_argument("--contexts", default="8,16,24,64", help="context lengths C (default: 8,16,24,64)")
     ap.add_argument("--steps", default="2,4", help="shortcut steps K per frame (default: 2,4)")
@@ -87,6 +88,11 @@ def main(argv=None) -> int:
     ap.add_argument("--prepack", action=argparse.BooleanOptionalAction, default=True,
                     help="torch on the CPU: Linears through oneDNN with prepacked weights, in both samplers and "
                          "the decoder (dreamer4_torch.prepack; the samplers' default). --no-prepack: plain nn.Linear")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     backends = [b for b in args.backend.split(",") if b]
     unknown = set(backends) - {"torch", "jax"}

@@ -7,7 +7,7 @@ excluded; the encoding speed is reported separately).
 
     python -m benchmarks.train_speed                      # CPU: tiny and dmc64
     python -m benchmarks.train_speed --cases dmc128       # the upstream-size models (slow on a CPU)
-    torchrun is not needed: --nproc N runs the trainers under torchrun with N processes
+    python -m benchmarks.train_speed --nproc 2            # each trainer under torchrun, 2 processes
 """
 
 from __future__ import annotations
@@ -89,24 +89,35 @@ def run_case(work, preset, kind, batch, frames, window, device, nproc, env, extr
             "encode": encode[-1] if encode else ""}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="tiny,dmc64",
-                    help=f"comma-separated: {', '.join(CASES)} (the -gpu cases use GPU-sized batches)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--nproc", type=int, default=1, help="processes (torchrun) per trainer")
-    ap.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+                    help=f"comma-separated: {', '.join(CASES)} (the -gpu cases use GPU-sized batches; "
+                         "default tiny,dmc64)")
+    ap.add_argument("--device", default="cpu", help="the trainers' --device, e.g. cpu or cuda (default cpu)")
+    ap.add_argument("--nproc", type=int, default=1,
+                    help="processes per trainer; more than 1 runs the trainers under torchrun (default 1)")
+    ap.add_argument("--work", default=None, help="work directory for the data sets and runs (default: a new "
+                    "temporary one, kept)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                    help="trainer precision (auto = bf16 autocast on CUDA, fp32 on CPU)")
+                    help="trainer precision (auto = bf16 autocast on CUDA, fp32 on CPU; default auto)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (compilation is not timed)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.nproc < 1:
+        ap.error(f"--nproc must be >= 1, got {args.nproc}")
+    bad = [c for c in args.cases.split(",") if c not in CASES]
+    if bad:
+        ap.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="d4bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     import torch
-    bad = [c for c in args.cases.split(",") if c not in CASES]
-    if bad:
-        ap.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
     extra = ["--precision", args.precision] + (["--compile"] if args.compile else [])
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     print(f"# training throughput: {where}, {args.precision}{', compiled' if args.compile else ''}, "
@@ -120,7 +131,8 @@ def main():
             print(f"| {kind} | {preset} | {batch} x {frames} | {res['steps_per_s']:.3f} | {res['frames_per_s']:.1f} "
                   f"| {res['encode'] or '-'} |", flush=True)
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,11 +6,18 @@ keeps the scripts from breaking as the code under them changes.
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pytest
 import torch
 
 from benchmarks import frame_linears, sampler_speed
 from dreamer4_torch.prepack import available as prepack_available
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# The benchmarks and nothing else (RESULTS.md holds their tables): a new file here must be one of them.
+NAMES = ["collect_all_tasks", "data_speed", "frame_linears", "model_speed", "sampler_speed", "train_speed"]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -58,102 +65,35 @@ def test_sampler_speed_table(capsys):
         assert all(float(v.rstrip("x")) > 0 for v in r[5:])
 
 
-def test_eval_spread_replaces_actions_within_each_task():
-    """dynamics_eval_spread --actions: shuffled gives every window the recorded actions of another
-    window of the same task; zero gives zeros; the action masks and everything else stay."""
-    import numpy as np
-    from benchmarks.dynamics_eval_spread import replace_actions
-
-    task_id = np.array([3, 3, 7, 3, 7, 7, 7])
-    actions = np.arange(7 * 2 * 4, dtype=np.float32).reshape(7, 2, 4)       # every window unique
-    mask = np.ones((7, 2, 4), np.float32)
-    frames = np.zeros((7, 2, 3, 4, 4), np.uint8)
-    batch = {"actions": actions, "action_mask": mask, "task_id": task_id, "frames": frames}
-    assert replace_actions(batch, "recorded") is batch
-    shuffled = replace_actions(batch, "shuffled")
-    assert shuffled["action_mask"] is mask and shuffled["frames"] is frames
-    for i in range(7):
-        # which window's actions window i now carries
-        (src,) = [j for j in range(7) if np.array_equal(shuffled["actions"][i], actions[j])]
-        assert src != i and task_id[src] == task_id[i], (i, src)
-    # a permutation: every window's actions are used once
-    assert sorted(float(a[0, 0]) for a in shuffled["actions"]) == sorted(float(a[0, 0]) for a in actions)
-    assert not replace_actions(batch, "zero")["actions"].any()
-    assert batch["actions"] is actions and actions.any()                    # the input is not modified
-    with pytest.raises(SystemExit, match="at least 2 held-out windows"):
-        replace_actions({**batch, "task_id": np.array([3, 3, 3, 3, 3, 3, 7])}, "shuffled")
-    with pytest.raises(ValueError, match="--actions"):
-        replace_actions(batch, "random")
+def test_collect_all_tasks_table(capsys):
+    from benchmarks import collect_all_tasks
+    assert collect_all_tasks.main(["--tasks", "cartpole-swingup", "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["task", "cartpole-swingup"], out         # header row, one row per task
+    build_s, rate, cpu_rate, mean, low, high = (float(v) for v in rows[1][1:7])
+    assert build_s > 0 and rate > 0 and cpu_rate > 0 and low <= mean <= high
+    assert "1 episodes, 501 frames, check: OK" in out
 
 
-def test_eval_spread_train_episodes_are_one_per_task_and_not_held_out(tmp_path):
-    """dynamics_eval_spread --episodes train: per task the training episode of lowest index, never a
-    held-out one."""
-    import numpy as np
-    from benchmarks.dynamics_eval_spread import one_train_episode_per_task
-    from shared.data.format import DatasetWriter, open_dataset
-    from shared.data.windows import split_episodes
-
-    with DatasetWriter(tmp_path / "data", 8, 8, {"kind": "test"}) as writer:
-        for task, index in [("reacher-easy", 4), ("cartpole-swingup", 2), ("reacher-easy", 1), ("cartpole-swingup", 0),
-                            ("reacher-easy", 7), ("cartpole-swingup", 5), ("reacher-easy", 3)]:
-            writer.append(task, index, seed=index, policy="random", policy_params={},
-                          frames=np.zeros((6, 3, 8, 8), np.uint8), actions=np.zeros((6, 16), np.float32),
-                          rewards=np.zeros(6, np.float32))
-    data = open_dataset(tmp_path / "data")
-    train, held = split_episodes(data, holdout_per_task=1, seed=0)
-    picked = one_train_episode_per_task(data, train)
-    table = data.episodes
-    assert len(picked) == 2 and not set(picked) & set(held)
-    for row in picked:
-        same_task = train[table["task_id"][train] == table["task_id"][row]]
-        assert table["index"][row] == table["index"][same_task].min()
-    assert sorted(table["task_id"][picked]) == sorted(np.unique(table["task_id"]))
+def test_benchmarks_holds_only_benchmarks():
+    """No shell sweep, no sweep config, no sub-folder: experiments/ holds those, dreamer4_torch.eval the
+    evaluations of trained runs."""
+    files = sorted(p.name for p in BENCHMARKS.iterdir() if p.name != "__pycache__")
+    assert files == sorted(["__init__.py", "RESULTS.md", *(f"{n}.py" for n in NAMES)])
+    assert not list(BENCHMARKS.rglob("*.sh")) and not list(BENCHMARKS.rglob("*.json"))
 
 
-def test_time_attention_probs_reproduce_the_attention_output():
-    """dynamics_attention.time_attention_probs are the weights the module itself applies: with them, the
-    values and the output projection give the module's causal output (QK-norm, grouped kv heads,
-    soft-capping and RoPE on)."""
-    import numpy as np
-    from benchmarks.dynamics_attention import time_attention_probs
-    from dreamer4_torch.layers import Attention, rope_tables
-    from shared.config import TransformerConfig
-
-    tf = TransformerConfig(d_model=32, n_heads=4, depth=1, qk_norm=True, n_kv_heads=2, logit_softcap=5.0,
-                           time_rope=True)
-    torch.manual_seed(0)
-    attn = Attention(tf).eval()
-    x = torch.randn(3, 6, 32)
-    rope = rope_tables(np.arange(6), tf.head_dim, tf.rope_base, "cpu", torch.float32)
-    with torch.no_grad():
-        probs = time_attention_probs(attn, x, rope)
-        _, _, v = attn.project(x, rope)
-        v = v.repeat_interleave(2, dim=1)
-        mine = attn.out((probs @ v).transpose(1, 2).reshape(3, 6, 32))
-        theirs = attn(x, causal=True, rope=rope)
-    assert probs.shape == (3, 4, 6, 6)
-    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, 6))
-    assert float(probs.triu(1).abs().max()) == 0.0                          # causal
-    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
-
-
-def test_newest_frame_attention_is_uniform_without_queries():
-    """With every time-attention query projection zeroed the logits are all zero, so the new frame's
-    weight is spread evenly over the T frames it sees, in every layer and head."""
-    from benchmarks.dynamics_attention import newest_frame_attention
-    from dreamer4_torch.dynamics import Dynamics
-    from shared.config import get_preset
-
-    torch.manual_seed(0)
-    model = Dynamics(get_preset("tiny").dynamics)
-    d = model.config.transformer.d_model
-    with torch.no_grad():
-        for layer in model.transformer.layers:
-            layer.time.attn.qkv.weight[:d] = 0.0
-            layer.time.attn.qkv.bias[:d] = 0.0
-    c = model.config
-    w = newest_frame_attention(model, torch.randn(2, 5, c.n_spatial, c.d_spatial))
-    assert w.shape == (c.transformer.depth, c.transformer.n_heads, 5)
-    np_w = torch.from_numpy(w)
-    torch.testing.assert_close(np_w, torch.full_like(np_w, 0.2))
+@pytest.mark.parametrize("name", NAMES)
+def test_every_benchmark_explains_its_options_and_prints_a_table(name, capsys):
+    module = importlib.import_module(f"benchmarks.{name}")
+    parser = module.build_parser()
+    unexplained = [a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert not unexplained, unexplained
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m benchmarks.{name} ")
+    # its output is a markdown table: a header row and the separator row under it
+    source = (BENCHMARKS / f"{name}.py").read_text()
+    assert 'print("|---|' in source, f"benchmarks/{name}.py prints no markdown table"

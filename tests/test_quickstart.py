@@ -86,9 +86,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert f"{dyn_eval['psnr_h4']:.2f}" in report and f"{dyn_eval['floor_h4']:.2f}" in report
     assert "repeat-last-frame" in report
 
-    # benchmarks/dynamics_eval_spread.py re-runs the trainer's evaluation: with the trainer's window
+    # dreamer4_torch.eval spread re-runs the trainer's evaluation: with the trainer's window
     # count and noise seed it reproduces the logged gains.
-    from benchmarks import dynamics_eval_spread
+    from dreamer4_torch.eval import spread as dynamics_eval_spread
     import contextlib
     import io
     buf = io.StringIO()
@@ -125,7 +125,7 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     # --per-task adds a row per task (the pooled row first, as without it); --actions zero replaces what
     # every evaluation batch carries (the 12-step model's action encoder output layer starts at std 1e-3
     # and the printed gains do not move, so the batches are checked, not the numbers; replace_actions
-    # itself is tested in test_benchmarks.py).
+    # itself is tested in test_eval.py).
     given = []
     real_replace = dynamics_eval_spread.replace_actions
 
@@ -154,10 +154,10 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert {g for g in given if g[0] == "zero"} == {("zero", True, False)}, given
     assert len(given) == 2 * 3                                              # one batch per row
 
-    # benchmarks/dynamics_one_step.py: one-step latent errors per task and split. Its copy column is
+    # dreamer4_torch.eval one-step: one-step latent errors per task and split. Its copy column is
     # recomputed here from the tokenizer: the mean squared change of the code from the last context frame
     # to the next, over the same evenly spaced held-out windows.
-    from benchmarks import dynamics_one_step
+    from dreamer4_torch.eval import one_step as dynamics_one_step
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert dynamics_one_step.main([str(out / "dynamics"), "--windows", "5", "--context", "2"]) == 0
@@ -180,9 +180,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert table[("held-out", "all")][0] == str(len(picked))
     assert abs(float(table[("held-out", "all")][3]) - copy) < 1e-4, (copy, buf.getvalue())
 
-    # benchmarks/dynamics_attention.py: one row per (time layer, head), weights that sum to one over the
+    # dreamer4_torch.eval attention: one row per (time layer, head), weights that sum to one over the
     # new frame, its previous frame, the one before and the older ones (here 3 frames: no older ones).
-    from benchmarks import dynamics_attention
+    from dreamer4_torch.eval import attention as dynamics_attention
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert dynamics_attention.main([str(out / "dynamics"), "--windows", "3", "--context", "2"]) == 0

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Tokenizer recipe sweep 2 (benchmarks/RESULTS.md): 12 runs at once, made for one GPU.
-# DATA=data/quickstart OUT=/tmp/out bash benchmarks/tokenizer_sweep/sweep2.sh
+# Tokenizer recipe sweep 2 (docs/experiments.md, "Tokenizer recipe"): 12 runs at once, made for one GPU.
+# DATA=data/quickstart OUT=/tmp/out bash experiments/tokenizer_sweep/sweep2.sh
 source "$(dirname "$0")/common.sh" sweep2 550 6
 run bn_b8t4        --model-config $HERE/bn.json $OLD
 run bn_b32         --model-config $HERE/bn.json $B32

@@ -1,6 +1,6 @@
 """Does the tokenizer's code depend on the frame? Per held-out episode, and between tasks.
 
-    PYTHONPATH=. python benchmarks/tokenizer_sweep/code_spread.py DATA_DIR TOKENIZER_CHECKPOINT [--frames 24]
+    PYTHONPATH=. python experiments/tokenizer_sweep/code_spread.py DATA_DIR TOKENIZER_CHECKPOINT [--frames 24]
 
 For the held-out episode of every task (the trainer's split: one per task, seed 0) it encodes
 --frames frames spread over the episode and prints: the standard deviation of the latents across

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Tokenizer recipe sweep 1 (benchmarks/RESULTS.md): 12 runs at once, made for one GPU.
-# DATA=data/quickstart OUT=/tmp/out bash benchmarks/tokenizer_sweep/sweep.sh
+# Tokenizer recipe sweep 1 (docs/experiments.md, "Tokenizer recipe"): 12 runs at once, made for one GPU.
+# DATA=data/quickstart OUT=/tmp/out bash experiments/tokenizer_sweep/sweep.sh
 source "$(dirname "$0")/common.sh" sweep 500 7.5
 run base     $OLD --model-config $HERE/base.json
 run base8k   $OLD --model-config $HERE/base.json --steps 8000

@@ -1,5 +1,5 @@
-# Shared set-up of the GPU benchmark scripts (dynamics_sweep_gpu.sh, tokenizer_then_dynamics_gpu.sh):
-# `source benchmarks/gpu_common.sh` after setting DATA, W and OUT. Creates $W/runs and $OUT, exports the
+# Shared set-up of the GPU sweep scripts (dynamics_sweep_gpu.sh, tokenizer_then_dynamics_gpu.sh):
+# `source experiments/gpu_common.sh` after setting DATA, W and OUT. Creates $W/runs and $OUT, exports the
 # environment of the runs, starts the clock for `elapsed`, and, with DATA_TAR=FILE.tar.xz, extracts the
 # data set from that archive (holding one directory named as DATA's last part) unless DATA exists.
 set -u

@@ -4,7 +4,7 @@ set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/sweep_out}; mkdir -p "$OUT"
 D=${DATA:-data/quickstart}; R=/tmp/$1; mkdir -p "$R"
-HERE=benchmarks/tokenizer_sweep
+HERE=experiments/tokenizer_sweep
 COMMON="--data $D --precision fp32 --workers 1 --eval-every $2 --eval-sequences 48 --ckpt-every 100000 --no-tensorboard --log-every 100 --max-minutes ${MAXMIN:-$3}"
 # The recipe defaults at the time of the sweeps, pinned (later flags on a run's line override them).
 OLD="--batch-size 8 --frames 4 --steps 2000 --lr 1.5e-3 --warmup-steps 100 --mse-on all"

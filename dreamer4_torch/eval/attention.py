@@ -1,18 +1,18 @@
 """Where a dynamics model's time attention looks when it predicts the next frame.
 
 To carry a frame forward (the repeat-last-latent baseline, and most of any good prediction one frame
-ahead) the model must fetch each spatial token's code from the previous frame. This script gives a
+ahead) the model must fetch each spatial token's code from the previous frame. This evaluation gives a
 checkpoint C clean context frames of held-out windows (labelled as the sampler labels context) and a
 new frame of starting noise at signal level 0 (the first step of generation), and prints, for every
 layer and head, the time-attention weight that the new frame's spatial tokens put on themselves, on
 the previous frame, on the frame before that and on all older frames, averaged over tokens and windows:
 
-    python -m benchmarks.dynamics_attention runs/quickstart/dynamics --windows 48
+    python -m dreamer4_torch.eval attention runs/quickstart/dynamics --windows 48
 
 A model that copies its last frame puts most of some head's weight on "t-1"; one that spreads it over
-the whole history averages its context instead (benchmarks/RESULTS.md, "What the model cannot
-learn in 20 minutes"). Paths recorded in the run's options.json (data, tokenizer) are resolved
-against --root. Nothing in the run directory is written.
+the whole history averages its context instead (see docs/experiments.md, "Dynamics recipe"). Paths
+recorded in the run's options.json (data, tokenizer) are resolved against --root. Nothing in the run
+directory is written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.run_args import add_window_args, open_run, run_parser
+from dreamer4_torch.eval.runs import open_run, window_parser
 
 
 def time_attention_probs(attn, x: torch.Tensor, rope=None) -> torch.Tensor:
@@ -71,10 +71,13 @@ def newest_frame_attention(model, packed: torch.Tensor, actions=None, act_mask=N
     return np.stack(found)
 
 
+def build_parser():
+    return window_parser("python -m dreamer4_torch.eval attention", __doc__, 48,
+                         "held-out windows, evenly spaced as the trainer's", "seed of the new frame's starting noise")
+
+
 def main(argv=None) -> int:
-    ap = run_parser(__doc__)
-    add_window_args(ap, 48, "held-out windows (evenly spaced, as the trainer's)", "the new frame's starting noise")
-    args, run = open_run(ap, argv)
+    args, run = open_run(build_parser(), argv)
 
     from dreamer4_torch.train.common import encode_chunked, to_video
     from shared.data.windows import WindowSampler

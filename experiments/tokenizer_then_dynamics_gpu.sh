@@ -1,17 +1,17 @@
 #!/bin/bash
 # A data set's whole quickstart training on one GPU, fp32 (as on the CPU): two tokenizers at once (the
 # recipe's AdamW and --optimizer muon), then the dynamics recipe with seeds 0 and 1 on each, four at
-# once (benchmarks/RESULTS.md, "Three times the episodes").
+# once (docs/experiments.md, "Dynamics recipe").
 #
-#   DATA=data/quickstart OUT=/tmp/out TOKMIN=2.0 DYNMIN=2.0 bash benchmarks/tokenizer_then_dynamics_gpu.sh
+#   DATA=data/quickstart OUT=/tmp/out TOKMIN=2.0 DYNMIN=2.0 bash experiments/tokenizer_then_dynamics_gpu.sh
 #
-# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (benchmarks/gpu_common.sh; one
+# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (experiments/gpu_common.sh; one
 # directory named as DATA's last part). TOKMIN / DYNMIN cap each training's minutes (a capped run stops with a checkpoint
 # and a final evaluation).
 set -u
 TOKMIN=${TOKMIN:-2.0}; DYNMIN=${DYNMIN:-2.0}
 DATA=${DATA:-data/quickstart}; W=${W:-/tmp/tokdyn}; OUT=${OUT:-/tmp/tokdyn_out}
-source benchmarks/gpu_common.sh
+source experiments/gpu_common.sh
 echo "data $(elapsed)" | tee -a "$OUT/progress.txt"
 common="--preset dmc64 --data $DATA --device $DEV --precision fp32 --workers 1 --no-tensorboard
         --ckpt-every 100000 --keep-checkpoints 1 --log-every 100 --eval-sequences 48"

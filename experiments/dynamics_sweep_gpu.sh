@@ -1,19 +1,19 @@
 #!/bin/bash
 # The dynamics recipe's spread over training seeds, and what 4x the steps or 10x the frames give it:
 # eight dynamics trainings at once on one GPU, fp32 (as on the CPU), on one frozen tokenizer
-# (benchmarks/RESULTS.md, "Training seeds, 4x the steps, 10x the frames").
+# (docs/experiments.md, "Dynamics recipe").
 #
 #   DATA=data/quickstart TOKENIZER=runs/quickstart/tokenizer/checkpoints/latest OUT=/tmp/out \
-#       bash benchmarks/dynamics_sweep_gpu.sh
+#       bash experiments/dynamics_sweep_gpu.sh
 #
-# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (benchmarks/gpu_common.sh; one
-# directory named as DATA's last part). MAXMIN caps each run's minutes (6.5 in the recorded sweep);
+# DATA_TAR=FILE.tar.xz extracts the data set from an archive first (experiments/gpu_common.sh; one
+# directory named as DATA's last part). MAXMIN caps each run's minutes;
 # the runs stop with a checkpoint and a final evaluation. SCALE=N divides every step count (a dry run on a CPU: DEV=cpu).
 set -u
 SCALE=${SCALE:-1}; MAXMIN=${MAXMIN:-6.5}
 DATA=${DATA:-data/quickstart}; TOKENIZER=${TOKENIZER:-runs/quickstart/tokenizer/checkpoints/latest}
 W=${W:-/tmp/dynamics_sweep}; OUT=${OUT:-/tmp/dynamics_sweep_out}
-source benchmarks/gpu_common.sh
+source experiments/gpu_common.sh
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
  $PY -c "import torch; print(torch.__version__, torch.cuda.is_available())") | tee "$OUT/env.txt"
 common="--preset dmc64 --data $DATA --tokenizer $TOKENIZER --device $DEV --precision fp32 --workers 1

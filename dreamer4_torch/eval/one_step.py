@@ -13,7 +13,7 @@ prediction, and the trainer's K) it prints two predictors that learn nothing or 
 Mean squared error per latent element (packed latents), per task and pooled, on held-out and on
 training episodes (the same model on both: the gap is the overfitting):
 
-    python -m benchmarks.dynamics_one_step runs/quickstart/dynamics --windows 96
+    python -m dreamer4_torch.eval one-step runs/quickstart/dynamics --windows 96
 
 Paths recorded in the run's options.json (data, tokenizer) are resolved against --root (default: the
 current directory). The linear fit uses the run's latent cache (RUN/latents) when it is up to date
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.run_args import add_window_args, open_run, run_parser
+from dreamer4_torch.eval.runs import open_run, window_parser
 
 RIDGE = 1.0
 
@@ -52,10 +52,14 @@ def fit_linear_ar(latents: np.ndarray, actions: np.ndarray, episodes, table) -> 
     return np.linalg.solve(xtx + RIDGE * np.eye(n_feat), xty)
 
 
+def build_parser():
+    return window_parser("python -m dreamer4_torch.eval one-step", __doc__, 96,
+                         "windows per split, evenly spaced as the trainer's",
+                         "seed of the K-step prediction's starting noise")
+
+
 def main(argv=None) -> int:
-    ap = run_parser(__doc__)
-    add_window_args(ap, 96, "windows per split (evenly spaced, as the trainer's)", "starting noise of the K-step prediction")
-    args, run = open_run(ap, argv)
+    args, run = open_run(build_parser(), argv)
 
     from dreamer4_torch.sampler import rollout
     from dreamer4_torch.train import distributed as D

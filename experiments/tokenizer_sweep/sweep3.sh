@@ -1,6 +1,6 @@
 #!/bin/bash
-# Tokenizer recipe sweep 3 (benchmarks/RESULTS.md): 12 runs at once, made for one GPU.
-# DATA=data/quickstart OUT=/tmp/out bash benchmarks/tokenizer_sweep/sweep3.sh
+# Tokenizer recipe sweep 3 (docs/experiments.md, "Tokenizer recipe"): 12 runs at once, made for one GPU.
+# DATA=data/quickstart OUT=/tmp/out bash experiments/tokenizer_sweep/sweep3.sh
 source "$(dirname "$0")/common.sh" sweep3 550 5.5
 run bn_lr5e4       --model-config $HERE/bn.json $B32 --lr 5e-4
 run bn_lr5e4_s1    --model-config $HERE/bn.json $B32 --lr 5e-4 --seed 1

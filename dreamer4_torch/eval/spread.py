@@ -6,7 +6,7 @@ re-runs exactly that evaluation (`DynamicsTask.evaluate`) on one checkpoint for 
 counts and several noise seeds and prints the gain over the repeat-last-frame floor at each horizon,
 with the mean and standard deviation over the seeds for each window count:
 
-    python -m benchmarks.dynamics_eval_spread runs/quickstart/dynamics --sequences 48,96 --seeds 1234,1,2,3
+    python -m dreamer4_torch.eval spread runs/quickstart/dynamics --sequences 48,96 --seeds 1234,1,2,3
 
 `--sampling-steps K` evaluates with K shortcut steps per frame instead of the run's recorded K (the
 trainer's default is 4); K = 1 gives the model's single-step mean prediction from pure noise.
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run_args import checked_checkpoint, recorded_options, run_parser
+from dreamer4_torch.eval.runs import checked_checkpoint, load_dynamics, load_tokenizer, recorded_options, run_parser
 from shared.data.tasks import task_name
 
 
@@ -103,43 +103,58 @@ class _ActionOverride:
         return replace_actions(self.sampler.read(indices), self.mode)
 
 
-def main(argv=None) -> int:
-    ap = run_parser(__doc__)
-    ap.add_argument("--sequences", default="48", help="comma-separated numbers of held-out windows")
-    ap.add_argument("--seeds", default="1234", help="comma-separated noise seeds (the trainer uses 1234)")
+def build_parser():
+    ap = run_parser("python -m dreamer4_torch.eval spread", __doc__)
+    ap.add_argument("--sequences", default="48",
+                    help="comma-separated numbers of held-out windows, one evaluation each (default 48)")
+    ap.add_argument("--seeds", default="1234",
+                    help="comma-separated seeds of the starting noise, one row each (default 1234, the trainer's)")
     ap.add_argument("--sampling-steps", type=int, default=None,
-                    help="shortcut steps K per generated frame, in place of the run's recorded --eval-sampling-steps")
+                    help="shortcut steps K per generated frame, in place of the run's recorded --eval-sampling-steps "
+                         "(default: the recorded K)")
     ap.add_argument("--actions", choices=ACTION_MODES, default="recorded",
                     help="actions given to the rollouts: the recorded ones, another held-out window's of the "
-                         "same task (shuffled), or all zero")
-    ap.add_argument("--per-task", action="store_true", help="a row per task besides the pooled one")
+                         "same task (shuffled), or all zero (default: recorded)")
+    ap.add_argument("--per-task", action="store_true",
+                    help="a row per task besides the pooled one (default: the pooled row only)")
     ap.add_argument("--episodes", choices=("heldout", "train", "all"), default="heldout",
                     help="evaluate on the held-out episodes (the trainer's evaluation), on one training "
-                         "episode per task, or on every episode (with --data: a test set)")
+                         "episode per task, or on every episode (with --data: a test set); default heldout")
     ap.add_argument("--data", type=Path, default=None,
                     help="data set to evaluate on in place of the run's recorded one (its own train / held-out "
-                         "split applies; --episodes all takes every episode)")
-    args = ap.parse_args(argv)
+                         "split applies; --episodes all takes every episode; default: the run's recorded data set)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     sequences, seeds = _ints(args.sequences, "--sequences"), _ints(args.seeds, "--seeds")
     ckpt = checked_checkpoint(args)
 
-    from dreamer4_torch.checkpoint import load_model
     from dreamer4_torch.train import distributed as D
     from dreamer4_torch.train.dynamics import EVAL_HORIZONS, DynamicsTask
+    from shared.data.format import DatasetError
 
     options = dataclasses.replace(recorded_options(args), out=str(args.run), cache_latents=False, workers=0,
                                   device="cpu")
     if args.data is not None:
-        from shared.data.format import DatasetError, open_dataset
-        try:
-            open_dataset(args.data)
-        except DatasetError as e:
-            raise SystemExit(f"error: --data: {e}") from None
         options = dataclasses.replace(options, data=str(args.data))
+    data_name = "--data" if args.data is not None else f"the run's data set (resolved against --root {args.root})"
     if args.sampling_steps is not None:      # DynamicsTask checks it against the model's k_max
         options = dataclasses.replace(options, eval_sampling_steps=args.sampling_steps)
-    weights = load_model(ckpt, kind="dynamics").state_dict()
+    load_tokenizer(args, options, config_only=True)      # DynamicsTask loads it; a clearer error first
+    weights = load_dynamics(ckpt).state_dict()
     world = D.init("cpu")
+
+    def build_task(n: int) -> DynamicsTask:
+        try:
+            task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
+        except DatasetError as e:
+            raise SystemExit(f"error: {data_name}: {e}") from None
+        task.model.load_state_dict(weights)
+        return task
+
+    task = build_task(sequences[0])          # bad input stops here, before the table starts
     horizons = [h for h in EVAL_HORIZONS if h <= options.eval_horizon]
     head = (["task"] if args.per_task else []) + ["windows", "seed"] + [f"gain h{h}" for h in horizons] + \
         [f"floor h{h}" for h in horizons[:2]] + [f"copy-latent gain h{h}" for h in horizons[:2]] + \
@@ -149,9 +164,9 @@ def main(argv=None) -> int:
           "in dB over the repeat-last-frame floor\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for n in sequences:
-        task = DynamicsTask(dataclasses.replace(options, eval_sequences=n), world)
-        task.model.load_state_dict(weights)
+    for i, n in enumerate(sequences):
+        if i:
+            task = build_task(n)
         if args.episodes != "heldout":
             from shared.data.windows import WindowSampler
             dataset = task.eval_sampler.dataset
