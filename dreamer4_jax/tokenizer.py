@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 from shared.patchify import patch_layout
@@ -33,6 +34,11 @@ def unpatchify(patches: jax.Array, height: int, width: int, channels: int, patch
     """Exact inverse of patchify: (..., Np, C*p*p) -> (..., C, H, W)."""
     layout = patch_layout(tuple(patches.shape[:-2]), channels, height, width, patch_size)
     return patches.reshape(layout.patch_split).transpose(layout.to_frames).reshape(layout.frames_shape)
+
+
+def join_frames(parts: list[jax.Array]) -> jax.Array:
+    """Concatenate on the time axis (axis 1): how shared.clips.by_clip joins chunks."""
+    return jnp.concatenate(parts, axis=1)
 
 
 def check_video(video, cfg: TokenizerConfig, name: str = "video") -> None:
@@ -179,26 +185,17 @@ class Tokenizer(Module):
         z = self.encoder(target, keep_mask)
         return TokenizerOutput(z=z, recon=self.decoder(z), target=target, keep_mask=jnp.asarray(keep_mask))
 
-    def by_clip(self, fn, *clips: Optional[jax.Array]) -> jax.Array:
-        """fn over consecutive chunks of at most config.clip_frames frames of the (B, T, ...) arguments
-        (None passes through), results concatenated on the time axis: each chunk starts at time
-        position 0, as the clips the tokenizer was trained on."""
-        chunks = self.config.clip_chunks(clips[0].shape[1])
-        if len(chunks) == 1:
-            return fn(*clips)
-        return jnp.concatenate([fn(*(None if x is None else x[:, t] for x in clips)) for t in chunks], axis=1)
-
     def encode(self, video: jax.Array, keep_mask: Optional[jax.Array] = None) -> jax.Array:
         """video (B, T, C, H, W) float in [0, 1] -> z (B, T, n_latents, d_bottleneck). No masking
         unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
-        config.clip_frames is encoded in chunks of that length (see by_clip)."""
+        config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
-        return self.by_clip(self.encoder, self.patchify(jnp.asarray(video)), keep_mask)
+        return by_clip(self.config, self.encoder, (self.patchify(jnp.asarray(video)), keep_mask), join_frames)
 
     def decode(self, z: jax.Array) -> jax.Array:
         """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1). Latents longer than
-        config.clip_frames are decoded in chunks of that length (see by_clip)."""
+        config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
         if z.ndim != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
             raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
-        return self.unpatchify(self.by_clip(self.decoder, jnp.asarray(z)))
+        return self.unpatchify(by_clip(self.config, self.decoder, (jnp.asarray(z),), join_frames))

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 from shared.patchify import patch_layout
@@ -30,6 +31,11 @@ def unpatchify(patches: torch.Tensor, height: int, width: int, channels: int, pa
     """Exact inverse of patchify: (..., Np, C*p*p) -> (..., C, H, W)."""
     layout = patch_layout(tuple(patches.shape[:-2]), channels, height, width, patch_size)
     return patches.reshape(layout.patch_split).permute(layout.to_frames).reshape(layout.frames_shape)
+
+
+def join_frames(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate on the time axis (axis 1): how shared.clips.by_clip joins chunks."""
+    return torch.cat(parts, dim=1)
 
 
 def check_video(video: torch.Tensor, cfg: TokenizerConfig, name: str = "video") -> None:
@@ -165,26 +171,17 @@ class Tokenizer(nn.Module):
         z = self.encoder(target, keep_mask)
         return TokenizerOutput(z=z, recon=self.decoder(z), target=target, keep_mask=keep_mask)
 
-    def by_clip(self, fn, *clips: Optional[torch.Tensor]) -> torch.Tensor:
-        """fn over consecutive chunks of at most config.clip_frames frames of the (B, T, ...) arguments
-        (None passes through), results concatenated on the time axis: each chunk starts at time
-        position 0, as the clips the tokenizer was trained on."""
-        chunks = self.config.clip_chunks(clips[0].shape[1])
-        if len(chunks) == 1:
-            return fn(*clips)
-        return torch.cat([fn(*(None if x is None else x[:, t] for x in clips)) for t in chunks], dim=1)
-
     def encode(self, video: torch.Tensor, keep_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """video (B, T, C, H, W) float in [0, 1] -> z (B, T, n_latents, d_bottleneck). No masking
         unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
-        config.clip_frames is encoded in chunks of that length (see by_clip)."""
+        config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
-        return self.by_clip(self.encoder, self.patchify(video), keep_mask)
+        return by_clip(self.config, self.encoder, (self.patchify(video), keep_mask), join_frames)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1). Latents longer than
-        config.clip_frames are decoded in chunks of that length (see by_clip)."""
+        config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
         if z.dim() != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
             raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
-        return self.unpatchify(self.by_clip(self.decoder, z))
+        return self.unpatchify(by_clip(self.config, self.decoder, (z,), join_frames))

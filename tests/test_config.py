@@ -135,3 +135,20 @@ def test_clip_chunks():
     assert replace(TOK, clip_frames=8).clip_chunks(8) == [slice(0, 8)]
     assert replace(TOK, clip_frames=6).clip_chunks(16) == [slice(0, 6), slice(6, 12), slice(12, 16)]
     assert replace(TOK, clip_frames=1).clip_chunks(3) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_by_clip_maps_each_chunk_and_passes_none_through():
+    import numpy as np
+    from shared.clips import by_clip
+    cfg = replace(TOK, clip_frames=2)
+    video = np.arange(2 * 5).reshape(2, 5)
+    seen = []
+
+    def fn(x, mask):
+        seen.append((x.tolist(), mask))
+        return x * 10
+
+    out = by_clip(cfg, fn, (video, None), lambda parts: np.concatenate(parts, axis=1))
+    assert out.tolist() == (video * 10).tolist()
+    assert seen == [([[0, 1], [5, 6]], None), ([[2, 3], [7, 8]], None), ([[4], [9]], None)]
+    assert by_clip(TOK, lambda x: x.shape, (video,), None) == (2, 5)     # one chunk: fn on the whole clip
