@@ -137,7 +137,8 @@ class TokenizerConfig:
     bottleneck_norm: bool = False
     # The clip length the tokenizer was trained on. Its time positions are window-relative, so a
     # longer clip would put frames at positions it never saw: encode/decode process longer clips in
-    # consecutive chunks of at most this many frames. None: any length at once.
+    # consecutive chunks of at most this many frames (see docs/experiments.md, "Tokenizer recipe").
+    # None: any length at once.
     clip_frames: Optional[int] = None
 
     kind = "tokenizer"
