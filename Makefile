@@ -23,6 +23,10 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Everything but the tests marked slow (the long end-to-end runs; CI still runs them in `make test`).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
 parity: $(STAMP)
 	$(BIN)/python -m pytest -q parity_tests
 

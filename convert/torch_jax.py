@@ -24,7 +24,7 @@ import torch
 
 from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
-from shared.params import ParamSpec, param_table
+from shared.params import ParamSpec, check_parameters, param_table
 
 PathLike = Union[str, os.PathLike]
 TableLike = Union[ModelConfig, Sequence[ParamSpec]]
@@ -45,16 +45,6 @@ def _table(spec: TableLike) -> list[ParamSpec]:
 
 def jax_name(spec: ParamSpec) -> str:
     return "/".join(spec.jax_path)
-
-
-def _check(names_shapes: Mapping[str, tuple], want: Mapping[str, tuple], what: str) -> None:
-    problems = [f"{n} has shape {tuple(names_shapes[n])}, expected {s}"
-                for n, s in want.items() if n in names_shapes and tuple(names_shapes[n]) != tuple(s)]
-    problems += [f"missing {n} {tuple(s)}" for n, s in want.items() if n not in names_shapes]
-    problems += [f"unexpected {n} {tuple(names_shapes[n])}" for n in names_shapes if n not in want]
-    if problems:
-        shown = "; ".join(problems[:12]) + (f"; ... ({len(problems) - 12} more)" if len(problems) > 12 else "")
-        raise ConversionError(f"{what} does not match the parameter table: {shown}")
 
 
 # ------------------------------------------------------------------ dtype-preserving array moves
@@ -89,7 +79,8 @@ def _host(a: Any) -> np.ndarray:
 def torch_to_jax_state(state: Mapping[str, torch.Tensor], spec: TableLike) -> dict[str, np.ndarray]:
     """Torch state dict -> flat JAX state {'/'-joined NNX path: numpy array}, strictly by the table."""
     table = _table(spec)
-    _check({n: tuple(t.shape) for n, t in state.items()}, {p.name: p.shape for p in table}, "torch state")
+    check_parameters({p.name: p.shape for p in table}, {n: tuple(t.shape) for n, t in state.items()},
+                     what="torch state", error=ConversionError)
     out = {}
     for p in table:
         a = torch_to_numpy(state[p.name])
@@ -100,8 +91,8 @@ def torch_to_jax_state(state: Mapping[str, torch.Tensor], spec: TableLike) -> di
 def jax_to_torch_state(state: Mapping[str, Any], spec: TableLike) -> dict[str, torch.Tensor]:
     """Flat JAX state {'/'-joined NNX path: array} -> torch state dict, strictly by the table."""
     table = _table(spec)
-    _check({n: tuple(np.shape(a)) for n, a in state.items()}, {jax_name(p): p.jax_shape for p in table},
-           "JAX state")
+    check_parameters({jax_name(p): p.jax_shape for p in table}, {n: tuple(np.shape(a)) for n, a in state.items()},
+                     what="JAX state", error=ConversionError)
     out = {}
     for p in table:
         a = _host(state[jax_name(p)])

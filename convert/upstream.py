@@ -32,6 +32,8 @@ _PREFIXES = ("module.", "_orig_mod.")
 # Upstream training scripts' defaults, used only for values neither args nor weights determine.
 _DEFAULT_HEADS = 4
 _DEFAULT_MLP_RATIO = 4.0
+# Upstream trains its tokenizer on 8-frame clips (DREAMER4.md section 3); its checkpoints do not record it.
+UPSTREAM_TOKENIZER_CLIP = 8
 
 
 def _safe_globals() -> list:
@@ -189,6 +191,7 @@ def tokenizer_config_from_upstream(ckpt: dict, state: dict, source: str = "upstr
         d_bottleneck=r.get("d_bottleneck", inferred=d_bottleneck),
         mae_p_min=r.get("mae_p_min", default=0.0, cast=float),
         mae_p_max=r.get("mae_p_max", default=0.9, cast=float),
+        clip_frames=UPSTREAM_TOKENIZER_CLIP,
     )
     try:
         cfg.validate()

@@ -25,9 +25,6 @@ from shared.io import CheckpointError
 from shared.params import count_params
 
 
-UPSTREAM_TOKENIZER_CLIP = 8      # upstream trains its tokenizer on 8-frame clips (DREAMER4.md section 3)
-
-
 class StartupError(Exception):
     """A problem found before serving (bad checkpoint path or kind, incompatible models, data);
     the demo prints the message on one line and exits non-zero."""
@@ -49,10 +46,12 @@ def load_backend(name: str, tokenizer: Optional[str], dynamics: Optional[str], *
 
 def load_models(tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
                 seed: int = 0, jax_checkpoints: bool = False):
-    """(tokenizer, dynamics, source description, tokenizer clip frames) from checkpoint paths or a preset.
+    """(tokenizer, dynamics, source description) from checkpoint paths or a preset.
 
     Models are dreamer4_torch modules, except that with `jax_checkpoints` a native JAX checkpoint
-    directory (config.json + params/) is loaded as a dreamer4_jax model."""
+    directory (config.json + params/) is loaded as a dreamer4_jax model. The tokenizer's config
+    carries the clip length it was trained on (see tokenizer_clip_frames), by which its encode and
+    decode chunk longer clips."""
     import torch
     from dreamer4_torch import Dynamics, Tokenizer
     if random_weights:
@@ -63,7 +62,7 @@ def load_models(tokenizer: Optional[str], dynamics: Optional[str], *, random_wei
         torch.manual_seed(seed)
         tok, dyn = Tokenizer(preset.tokenizer), Dynamics(preset.dynamics)
         randomize_for_display(dyn, seed)
-        return tok, dyn, f"random weights ({random_weights} preset)", None
+        return tok, dyn, f"random weights ({random_weights} preset)"
     tok_path, dyn_path = resolve_checkpoint(tokenizer), resolve_checkpoint(dynamics)
     load = _load_one_any if jax_checkpoints else _load_one
     tok = load(tok_path, "tokenizer", flag=tokenizer)
@@ -72,7 +71,10 @@ def load_models(tokenizer: Optional[str], dynamics: Optional[str], *, random_wei
         check_compatible(tok.config, dyn.config)
     except ConfigError as e:
         raise StartupError(f"the checkpoints do not fit together: {e}") from e
-    return tok, dyn, f"{tok_path} + {dyn_path}", tokenizer_clip_frames(tok_path)
+    clip = tokenizer_clip_frames(tok, tok_path)
+    if clip != tok.config.clip_frames:      # an older checkpoint: its options.json knows the clip
+        tok.config = replace(tok.config, clip_frames=clip)
+    return tok, dyn, f"{tok_path} + {dyn_path}"
 
 
 def randomize_for_display(dynamics, seed: int = 0) -> None:
@@ -108,7 +110,7 @@ class TorchWorldModel:
     backend = "torch"
 
     def __init__(self, tokenizer, dynamics, *, device: str = "cpu", context_mode: str = "upstream",
-                 source: str = "", clip_frames: Optional[int] = None):
+                 source: str = ""):
         import torch
         self.torch = torch
         self.tokenizer = tokenizer.to(device).eval()
@@ -116,9 +118,6 @@ class TorchWorldModel:
         self.device = torch.device(device)
         self.context_mode = context_mode
         self.source = source
-        # The tokenizer never encodes a clip longer than it was trained on (its positions are
-        # window-relative): longer sequences are encoded in chunks of at most clip_frames frames.
-        self.clip_frames = clip_frames
         self.lock = threading.Lock()
         # CPU: the tokenizer's Linears through oneDNN with prepacked weights (the samplers do the same for
         # the dynamics model; dreamer4_torch.prepack), a no-op on CUDA.
@@ -131,20 +130,18 @@ class TorchWorldModel:
     @classmethod
     def from_paths(cls, tokenizer: Optional[str], dynamics: Optional[str], *, random_weights: Optional[str] = None,
                    device: str = "cpu", context_mode: str = "upstream", seed: int = 0) -> "TorchWorldModel":
-        tok, dyn, source, clip = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed)
-        return cls(tok, dyn, device=device, context_mode=context_mode, source=source, clip_frames=clip)
+        tok, dyn, source = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed)
+        return cls(tok, dyn, device=device, context_mode=context_mode, source=source)
 
     # ------------------------------------------------------------------ model calls
 
     def encode(self, frames: np.ndarray):
-        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), one causal pass over the T frames."""
+        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), causal passes over clips of the
+        tokenizer's training length (Tokenizer.encode chunks by its config's clip_frames)."""
         torch = self.torch
         video = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float().div_(255.0)[None]
-        chunk = self.clip_frames or video.shape[1]
         with self.lock, torch.inference_mode(), self.fast_tokenizer:
-            z = torch.cat([self.tokenizer.encode(video[:, s:s + chunk]) for s in range(0, video.shape[1], chunk)],
-                          dim=1)
-            return self.dynamics.pack(z)
+            return self.dynamics.pack(self.tokenizer.encode(video))
 
     def decode(self, packed) -> np.ndarray:
         """packed latents (B, T, S, D) -> uint8 frames (B, T, H, W, C); every frame decoded alone (as
@@ -208,7 +205,7 @@ class JaxWorldModel:
     backend = "jax"
 
     def __init__(self, tokenizer, dynamics, *, context_mode: str = "upstream", source: str = "",
-                 clip_frames: Optional[int] = None, converted: bool = False):
+                 converted: bool = False):
         import jax
         import jax.numpy as jnp
         from flax import nnx
@@ -218,7 +215,6 @@ class JaxWorldModel:
         self.context_mode = context_mode
         self.source = source
         self.converted = converted
-        self.clip_frames = clip_frames
         self.lock = threading.Lock()
         self._encode = nnx.jit(lambda m, v: m.encode(v))
         self._decode = nnx.jit(lambda m, z: m.decode(z))
@@ -235,26 +231,23 @@ class JaxWorldModel:
         if device != "cpu":
             raise StartupError(f"--device {device} applies to the torch backend; --backend jax runs on JAX's "
                                "default device (set JAX_PLATFORMS to choose it)")
-        tok, dyn, source, clip = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed,
+        tok, dyn, source = load_models(tokenizer, dynamics, random_weights=random_weights, seed=seed,
                                              jax_checkpoints=True)
         converted = False
         if not _is_jax_model(tok):
             tok, converted = torch_to_jax(tok.eval()), True
         if not _is_jax_model(dyn):
             dyn, converted = torch_to_jax(dyn.eval()), True
-        return cls(tok, dyn, context_mode=context_mode, source=source, clip_frames=clip, converted=converted)
+        return cls(tok, dyn, context_mode=context_mode, source=source, converted=converted)
 
     # ------------------------------------------------------------------ model calls
 
     def encode(self, frames: np.ndarray):
-        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), one causal pass over the T frames."""
-        jnp = self.jnp
+        """uint8 frames (T, C, H, W) -> packed latents (1, T, S, D), causal passes over clips of the
+        tokenizer's training length (Tokenizer.encode chunks by its config's clip_frames)."""
         video = np.ascontiguousarray(frames, dtype=np.float32)[None] / np.float32(255.0)
-        chunk = self.clip_frames or video.shape[1]
         with self.lock:
-            z = jnp.concatenate([self._encode(self.tokenizer, video[:, s:s + chunk])
-                                 for s in range(0, video.shape[1], chunk)], axis=1)
-            return self.dynamics.pack(z)
+            return self.dynamics.pack(self._encode(self.tokenizer, video))
 
     def decode(self, packed) -> np.ndarray:
         """packed latents (B, T, S, D) -> uint8 frames (B, T, H, W, C); every frame decoded alone."""
@@ -348,17 +341,17 @@ def resolve_checkpoint(path: str) -> str:
     return str(path)
 
 
-def tokenizer_clip_frames(path: str) -> Optional[int]:
-    """The clip length the tokenizer was trained on: options.json of a training checkpoint, 8 for
-    upstream's files, else unknown (None)."""
-    p = Path(path)
-    if p.is_file():
-        return UPSTREAM_TOKENIZER_CLIP
+def tokenizer_clip_frames(tokenizer, path: str) -> Optional[int]:
+    """The clip length a loaded tokenizer was trained on: its config's clip_frames (written by the
+    trainers and the upstream importer); for checkpoint directories written before the config held
+    it, the training run's options.json beside them; else unknown (None: whole clips at once)."""
+    if tokenizer.config.clip_frames is not None or not Path(path).is_dir():
+        return tokenizer.config.clip_frames
     try:
         from dreamer4_torch.train.common import tokenizer_clip_frames as recorded
     except ImportError:
         return None
-    return recorded(p)
+    return recorded(Path(path))
 
 
 def _load_one(path: str, kind: str, tokenizer: Optional[str] = None, flag: Optional[str] = None):

@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from shared.metrics import psnr
+
 SMOOTHING = 0.817          # upstream: a <- 0.817 a + 0.183 a_new
 DISPLAY_SIZE = 512         # frames are shown at least this large, upscaled by an integer factor
 
@@ -197,13 +199,6 @@ class Session:
 
 # ---------------------------------------------------------------------- open-loop evaluation
 
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR (dB) of uint8 frames (T, ...) against (T, ...), on [0, 1] intensities."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) / 255.0
-    mse = (d ** 2).reshape(len(d), -1).mean(axis=1)
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))
-
-
 @dataclass
 class OpenLoop:
     task: str
@@ -238,8 +233,8 @@ def open_loop(model, source, task: str, *, context_frames: int, horizon: int, n_
     frames = clip.frames.transpose(0, 2, 3, 1)
     truth = frames[C:]
     floor = np.repeat(frames[C - 1:C], H, axis=0)
-    return OpenLoop(task, clip.episode, frames[:C], truth, predicted, psnr(predicted, truth), psnr(floor, truth),
-                    psnr(recon, truth), seconds)
+    return OpenLoop(task, clip.episode, frames[:C], truth, predicted, psnr(predicted, truth, 255),
+                    psnr(floor, truth, 255), psnr(recon, truth, 255), seconds)
 
 
 def side_by_side_gif(result: OpenLoop, path: str, size: int = 256, fps: int = 8) -> str:

@@ -28,7 +28,7 @@ from flax import nnx
 
 from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
 from shared.io import CheckpointError, atomic_directory, read_config, write_config
-from shared.params import param_table
+from shared.params import check_parameters, param_table
 
 from .dynamics import Dynamics
 from .init import jax_name, named_params
@@ -70,15 +70,10 @@ def check_state_against_config(shapes: Mapping[str, tuple], dtypes: Mapping[str,
 
     shapes/dtypes: {'/'-joined NNX path: shape / dtype} of the state being checked."""
     table = {jax_name(p): p.jax_shape for p in param_table(cfg)}
-    problems = [f"{n} has shape {tuple(shapes[n])} but the config needs {s}"
-                for n, s in table.items() if n in shapes and tuple(shapes[n]) != s]
-    problems += [f"missing {n} {s}" for n, s in table.items() if n not in shapes]
-    problems += [f"unexpected {n} {tuple(shapes[n])}" for n in shapes if n not in table]
-    problems += [f"{n} has dtype {dtypes[n]}, expected a floating-point array"
+    not_float = [f"{n} has dtype {dtypes[n]}, expected a floating-point array"
                  for n in table if n in shapes and not _is_float(dtypes[n])]
-    if problems:
-        shown = "; ".join(problems[:12]) + (f"; ... ({len(problems) - 12} more)" if len(problems) > 12 else "")
-        raise CheckpointError(f"{source} does not match its config ({cfg.kind}): {shown}")
+    check_parameters(table, shapes, what=f"{source} ({cfg.kind} config)", error=CheckpointError,
+                     extra_problems=not_float)
 
 
 def check_state(state: Mapping[str, Any], cfg: ModelConfig, source: str = "state") -> None:

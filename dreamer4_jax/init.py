@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shared.params import ParamSpec, param_table
+from shared.params import ParamSpec, check_parameters, param_table
 
 
 class ParameterMismatch(ValueError):
@@ -35,13 +35,9 @@ def named_params(model: nnx.Module) -> dict[str, nnx.Param]:
 
 def check_against_table(model: nnx.Module, table: list[ParamSpec]) -> None:
     """Raise ParameterMismatch naming every missing, extra or mis-shaped parameter."""
-    have = {n: tuple(v.shape) for n, v in named_params(model).items()}
-    want = {jax_name(p): p.jax_shape for p in table}
-    problems = [f"missing {n} {s}" for n, s in want.items() if n not in have]
-    problems += [f"unexpected {n} {s}" for n, s in have.items() if n not in want]
-    problems += [f"{n}: shape {have[n]} != table {s}" for n, s in want.items() if n in have and have[n] != s]
-    if problems:
-        raise ParameterMismatch("model parameters differ from the parameter table: " + "; ".join(problems))
+    check_parameters({jax_name(p): p.jax_shape for p in table},
+                     {n: tuple(v.shape) for n, v in named_params(model).items()},
+                     what="model parameters", error=ParameterMismatch)
 
 
 def draw_params(table: list[ParamSpec], key: jax.Array) -> dict[str, np.ndarray]:

@@ -14,28 +14,31 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
+from shared.patchify import patch_layout
 
 from .init import build_checked
 from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear, rng_stream
 
 
 def patchify(video: jax.Array, patch_size: int) -> jax.Array:
-    """(B, T, C, H, W) -> (B, T, Np, C*p*p): row-major patches, channel slowest inside a patch
-    (F.unfold's layout; see shared.patchify)."""
-    B, T, C, H, W = video.shape
-    p = patch_size
-    x = video.reshape(B, T, C, H // p, p, W // p, p).transpose(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(B, T, (H // p) * (W // p), C * p * p)
+    """(..., C, H, W) -> (..., Np, C*p*p) in shared.patchify's layout (F.unfold's)."""
+    *lead, C, H, W = video.shape
+    layout = patch_layout(tuple(lead), C, H, W, patch_size)
+    return video.reshape(layout.frame_split).transpose(layout.to_patches).reshape(layout.patches_shape)
 
 
 def unpatchify(patches: jax.Array, height: int, width: int, channels: int, patch_size: int) -> jax.Array:
-    """Exact inverse of patchify: (B, T, Np, C*p*p) -> (B, T, C, H, W)."""
-    B, T = patches.shape[:2]
-    p = patch_size
-    x = patches.reshape(B, T, height // p, width // p, channels, p, p).transpose(0, 1, 4, 2, 5, 3, 6)
-    return x.reshape(B, T, channels, height, width)
+    """Exact inverse of patchify: (..., Np, C*p*p) -> (..., C, H, W)."""
+    layout = patch_layout(tuple(patches.shape[:-2]), channels, height, width, patch_size)
+    return patches.reshape(layout.patch_split).transpose(layout.to_frames).reshape(layout.frames_shape)
+
+
+def join_frames(parts: list[jax.Array]) -> jax.Array:
+    """Concatenate on the time axis (axis 1): how shared.clips.by_clip joins chunks."""
+    return jnp.concatenate(parts, axis=1)
 
 
 def check_video(video, cfg: TokenizerConfig, name: str = "video") -> None:
@@ -184,13 +187,15 @@ class Tokenizer(Module):
 
     def encode(self, video: jax.Array, keep_mask: Optional[jax.Array] = None) -> jax.Array:
         """video (B, T, C, H, W) float in [0, 1] -> z (B, T, n_latents, d_bottleneck). No masking
-        unless keep_mask is given (encoding is deterministic in eval mode)."""
+        unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
+        config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
-        return self.encoder(self.patchify(jnp.asarray(video)), keep_mask)
+        return by_clip(self.config, self.encoder, (self.patchify(jnp.asarray(video)), keep_mask), join_frames)
 
     def decode(self, z: jax.Array) -> jax.Array:
-        """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1)."""
+        """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1). Latents longer than
+        config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
         if z.ndim != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
             raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
-        return self.unpatchify(self.decoder(jnp.asarray(z)))
+        return self.unpatchify(by_clip(self.config, self.decoder, (jnp.asarray(z),), join_frames))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
 from shared.io import CheckpointError, atomic_directory, read_config, write_config
-from shared.params import param_table
+from shared.params import check_parameters, param_table
 
 from .dynamics import Dynamics
 from .tokenizer import Tokenizer
@@ -41,15 +41,10 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def check_state_against_config(state: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> None:
     """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
     table = {p.name: p.shape for p in param_table(cfg)}
-    problems = [f"{n} has shape {tuple(state[n].shape)} but the config needs {s}"
-                for n, s in table.items() if n in state and tuple(state[n].shape) != s]
-    problems += [f"missing {n} {s}" for n, s in table.items() if n not in state]
-    problems += [f"unexpected {n} {tuple(state[n].shape)}" for n in state if n not in table]
-    problems += [f"{n} has dtype {state[n].dtype}, expected a floating-point tensor"
+    not_float = [f"{n} has dtype {state[n].dtype}, expected a floating-point tensor"
                  for n in table if n in state and not state[n].is_floating_point()]
-    if problems:
-        shown = "; ".join(problems[:12]) + (f"; ... ({len(problems) - 12} more)" if len(problems) > 12 else "")
-        raise CheckpointError(f"{source} does not match its config ({cfg.kind}): {shown}")
+    check_parameters(table, {n: tuple(t.shape) for n, t in state.items()}, what=f"{source} ({cfg.kind} config)",
+                     error=CheckpointError, extra_problems=not_float)
 
 
 def save_model(model: nn.Module, path: Union[str, os.PathLike], extra: Optional[dict[str, bytes]] = None) -> Path:

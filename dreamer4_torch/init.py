@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from shared.params import ParamSpec, param_table
+from shared.params import ParamSpec, check_parameters, param_table
 
 
 class ParameterMismatch(ValueError):
@@ -17,13 +17,8 @@ class ParameterMismatch(ValueError):
 
 def check_against_table(model: nn.Module, table: list[ParamSpec]) -> None:
     """Raise ParameterMismatch naming every missing, extra or mis-shaped parameter."""
-    have = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    want = {p.name: p.shape for p in table}
-    problems = [f"missing {n} {s}" for n, s in want.items() if n not in have]
-    problems += [f"unexpected {n} {s}" for n, s in have.items() if n not in want]
-    problems += [f"{n}: shape {have[n]} != table {s}" for n, s in want.items() if n in have and have[n] != s]
-    if problems:
-        raise ParameterMismatch("model parameters differ from the parameter table: " + "; ".join(problems))
+    check_parameters({p.name: p.shape for p in table}, {n: tuple(p.shape) for n, p in model.named_parameters()},
+                     what="model parameters", error=ParameterMismatch)
 
 
 @torch.no_grad()

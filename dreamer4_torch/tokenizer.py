@@ -11,28 +11,31 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
+from shared.patchify import patch_layout
 
 from .init import build_checked
 from .layers import BlockCausalTransformer, add_positions
 
 
 def patchify(video: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, T, C, H, W) -> (B, T, Np, C*p*p): row-major patches, channel slowest inside a patch
-    (F.unfold's layout; see shared.patchify)."""
-    B, T, C, H, W = video.shape
-    p = patch_size
-    x = video.reshape(B, T, C, H // p, p, W // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(B, T, (H // p) * (W // p), C * p * p)
+    """(..., C, H, W) -> (..., Np, C*p*p) in shared.patchify's layout (F.unfold's)."""
+    *lead, C, H, W = video.shape
+    layout = patch_layout(tuple(lead), C, H, W, patch_size)
+    return video.reshape(layout.frame_split).permute(layout.to_patches).reshape(layout.patches_shape)
 
 
 def unpatchify(patches: torch.Tensor, height: int, width: int, channels: int, patch_size: int) -> torch.Tensor:
-    """Exact inverse of patchify: (B, T, Np, C*p*p) -> (B, T, C, H, W)."""
-    B, T = patches.shape[:2]
-    p = patch_size
-    x = patches.reshape(B, T, height // p, width // p, channels, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-    return x.reshape(B, T, channels, height, width)
+    """Exact inverse of patchify: (..., Np, C*p*p) -> (..., C, H, W)."""
+    layout = patch_layout(tuple(patches.shape[:-2]), channels, height, width, patch_size)
+    return patches.reshape(layout.patch_split).permute(layout.to_frames).reshape(layout.frames_shape)
+
+
+def join_frames(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate on the time axis (axis 1): how shared.clips.by_clip joins chunks."""
+    return torch.cat(parts, dim=1)
 
 
 def check_video(video: torch.Tensor, cfg: TokenizerConfig, name: str = "video") -> None:
@@ -170,13 +173,15 @@ class Tokenizer(nn.Module):
 
     def encode(self, video: torch.Tensor, keep_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """video (B, T, C, H, W) float in [0, 1] -> z (B, T, n_latents, d_bottleneck). No masking
-        unless keep_mask is given (encoding is deterministic in eval mode)."""
+        unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
+        config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
-        return self.encoder(self.patchify(video), keep_mask)
+        return by_clip(self.config, self.encoder, (self.patchify(video), keep_mask), join_frames)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1)."""
+        """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1). Latents longer than
+        config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
         if z.dim() != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
             raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
-        return self.unpatchify(self.decoder(z))
+        return self.unpatchify(by_clip(self.config, self.decoder, (z,), join_frames))

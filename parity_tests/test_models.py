@@ -1,6 +1,7 @@
 """Whole models, torch vs JAX on the same weights and inputs (fp32): relative error <= 1e-4.
 
-Tokenizer encode (with and without an MAE keep mask) and decode, and the dynamics forward (actions,
+Tokenizer encode (with and without an MAE keep mask) and decode (also of a clip longer than
+clip_frames, in chunks), and the dynamics forward (actions,
 agent tokens, every signal/step index), at the `tiny` and `dmc64` presets, plus `tiny` with the
 paper's options. The position tables differ by up to ~6e-5 between the backends at large positions
 (torch computes them with torch ops, JAX takes shared.positions'), hence the model-level tolerance.
@@ -69,6 +70,22 @@ def test_tokenizer_encode_decode(direction, seed, cfg):
         "encode z": (_encode(j, video, None), zt),
         "encode z (MAE keep mask)": (_encode(j, video, keep), zt_masked),
         "decode video": (_decode(j, z_lat), dec_t),
+    }, TOL)
+
+
+def test_tokenizer_chunked_encode_decode(direction, seed):
+    """A clip longer than clip_frames: both backends encode and decode it chunk by chunk."""
+    cfg = replace(get_preset("tiny").tokenizer, clip_frames=3)
+    t, j = paired_model(cfg, direction, seed)
+    rng = np.random.default_rng(seed)
+    video = rng.random((2, 7, cfg.channels, cfg.image_height, cfg.image_width), dtype=np.float32)
+    with torch.no_grad():
+        zt = t.encode(torch.from_numpy(video))
+        dec_t = t.decode(zt)
+    zj = _encode(j, video, None)
+    compare("model: tokenizer (tiny, clip_frames=3 on 7 frames)", direction, {
+        "chunked encode z": (zj, zt),
+        "chunked decode video": (_decode(j, zj), dec_t),
     }, TOL)
 
 

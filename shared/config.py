@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 CONFIG_FORMAT_VERSION = 1
 
@@ -135,6 +135,11 @@ class TokenizerConfig:
     # Keeps the bottleneck out of tanh's flat tails, where a tokenizer trained from scratch on a
     # small budget otherwise saturates into a near-constant binary code. Upstream has none.
     bottleneck_norm: bool = False
+    # The clip length the tokenizer was trained on. Its time positions are window-relative, so a
+    # longer clip would put frames at positions it never saw: encode/decode process longer clips in
+    # consecutive chunks of at most this many frames (see docs/experiments.md, "Tokenizer recipe").
+    # None: any length at once.
+    clip_frames: Optional[int] = None
 
     kind = "tokenizer"
 
@@ -154,6 +159,18 @@ class TokenizerConfig:
         _require(0.0 <= self.mae_p_min <= self.mae_p_max < 1.0,
                  f"tokenizer.mae_p_min/mae_p_max must satisfy 0 <= min <= max < 1, "
                  f"got {self.mae_p_min}, {self.mae_p_max}")
+        _require(self.clip_frames is None
+                 or (isinstance(self.clip_frames, int) and not isinstance(self.clip_frames, bool)
+                     and self.clip_frames >= 1),
+                 f"tokenizer.clip_frames must be null or an integer >= 1, got {self.clip_frames!r}")
+
+    def clip_chunks(self, frames: int) -> list[slice]:
+        """The consecutive frame ranges of a `frames`-long clip that encode/decode process separately:
+        chunks of clip_frames frames (the last one shorter), or the whole clip when clip_frames is None."""
+        if self.clip_frames is None or frames <= self.clip_frames:
+            return [slice(0, frames)]
+        step = self.clip_frames
+        return [slice(start, min(start + step, frames)) for start in range(0, frames, step)]
 
     @property
     def n_patches(self) -> int:

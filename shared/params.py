@@ -15,6 +15,7 @@ Initializers:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from .config import DynamicsConfig, ModelConfig, TokenizerConfig, TransformerConfig
 
@@ -159,3 +160,23 @@ def decay_names(cfg: ModelConfig, policy: str) -> set[str]:
     (dreamer4_torch.train.optim.decay_groups, policy "weights") and the JAX decay mask
     (dreamer4_jax.train) both come from this."""
     return {p.name for p in param_table(cfg) if decays(p, policy)}
+
+
+def parameter_problems(expected: Mapping[str, tuple], found: Mapping[str, tuple]) -> list[str]:
+    """Every difference between two parameter tables {name: shape}: "missing NAME (shape)" for a name
+    only expected, "unexpected NAME (shape)" for one only found, "NAME has shape X, expected Y" for a
+    shape that differs; in the tables' order."""
+    problems = [f"missing {n} {tuple(s)}" for n, s in expected.items() if n not in found]
+    problems += [f"unexpected {n} {tuple(s)}" for n, s in found.items() if n not in expected]
+    problems += [f"{n} has shape {tuple(found[n])}, expected {tuple(s)}"
+                 for n, s in expected.items() if n in found and tuple(found[n]) != tuple(s)]
+    return problems
+
+
+def check_parameters(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, what: str,
+                     error: type[Exception], extra_problems: Sequence[str] = ()) -> None:
+    """Raise `error` naming every problem of parameter_problems (and the caller's `extra_problems`,
+    e.g. wrong dtypes) in one message: "WHAT does not match the parameter table: ...; ..."."""
+    problems = parameter_problems(expected, found) + list(extra_problems)
+    if problems:
+        raise error(f"{what} does not match the parameter table: " + "; ".join(problems))

@@ -86,7 +86,7 @@ def test_config_weight_mismatch_is_named(tmp_path, tok):
         load_model(tmp_path / "ck")
     msg = str(err.value)
     assert "missing encoder.transformer.layers.2.norm1.scale" in msg
-    assert "encoder.latents has shape (4, 32) but the config needs (5, 32)" in msg
+    assert "encoder.latents has shape (4, 32), expected (5, 32)" in msg
     cfg["transformer"]["depth"] = "two"
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="tokenizer.transformer.depth must be an integer"):

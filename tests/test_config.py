@@ -57,6 +57,9 @@ DYN = get_preset("tiny").dynamics
     (dict(n_latents=0), r"tokenizer.n_latents must be positive"),
     (dict(patch_size=2.0), r"tokenizer.patch_size must be an integer"),
     (dict(transformer__scale_pos_embeds="yes"), r"tokenizer.transformer.scale_pos_embeds must be true or false"),
+    (dict(clip_frames=0), r"tokenizer.clip_frames must be null or an integer >= 1, got 0"),
+    (dict(clip_frames=8.0), r"tokenizer.clip_frames must be null or an integer >= 1, got 8.0"),
+    (dict(clip_frames=True), r"tokenizer.clip_frames must be null or an integer >= 1, got True"),
 ])
 def test_tokenizer_validation_names_the_field(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,3 +118,37 @@ def test_derived_sizes():
     assert (tf.head_dim, tf.kv_heads, tf.mlp_hidden) == (8, 2, 256)
     assert [tf.has_time(i) for i in range(4)] == [False, False, False, True]
     assert isinstance(TOK, TokenizerConfig) and isinstance(DYN, DynamicsConfig)
+
+
+def test_clip_frames_round_trips_and_old_configs_load_without_it():
+    cfg = replace(TOK, clip_frames=8)
+    data = config_to_dict(cfg)
+    assert data["clip_frames"] == 8
+    assert config_from_json(config_to_json(cfg)) == cfg
+    old = {k: v for k, v in config_to_dict(TOK).items() if k != "clip_frames"}
+    assert config_from_dict(old).clip_frames is None
+    assert config_from_dict({**old, "clip_frames": None}).clip_frames is None
+
+
+def test_clip_chunks():
+    assert TOK.clip_chunks(16) == [slice(0, 16)]
+    assert replace(TOK, clip_frames=8).clip_chunks(8) == [slice(0, 8)]
+    assert replace(TOK, clip_frames=6).clip_chunks(16) == [slice(0, 6), slice(6, 12), slice(12, 16)]
+    assert replace(TOK, clip_frames=1).clip_chunks(3) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_by_clip_maps_each_chunk_and_passes_none_through():
+    import numpy as np
+    from shared.clips import by_clip
+    cfg = replace(TOK, clip_frames=2)
+    video = np.arange(2 * 5).reshape(2, 5)
+    seen = []
+
+    def fn(x, mask):
+        seen.append((x.tolist(), mask))
+        return x * 10
+
+    out = by_clip(cfg, fn, (video, None), lambda parts: np.concatenate(parts, axis=1))
+    assert out.tolist() == (video * 10).tolist()
+    assert seen == [([[0, 1], [5, 6]], None), ([[2, 3], [7, 8]], None), ([[4], [9]], None)]
+    assert by_clip(TOK, lambda x: x.shape, (video,), None) == (2, 5)     # one chunk: fn on the whole clip

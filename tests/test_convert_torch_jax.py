@@ -120,7 +120,7 @@ def test_cli_errors(tmp_path, capsys):
     cfg["n_latents"] = 5
     (tmp_path / "tok" / "config.json").write_text(json.dumps(cfg))
     assert convert_main(["torch-to-jax", str(tmp_path / "tok"), str(tmp_path / "out")]) == 2
-    assert "encoder.latents has shape (4, 32) but the config needs (5, 32)" in capsys.readouterr().err
+    assert "encoder.latents has shape (4, 32), expected (5, 32)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # a torch directory given to jax-to-torch
     torch.manual_seed(0)

@@ -123,6 +123,35 @@ def test_upstream_files_load_and_wrong_upstream_kind_is_named(tmp_path, checkpoi
         load_backend("torch", str(tmp_path / "tok.pt"), str(tmp_path / "tok.pt"))
 
 
+def test_the_tokenizer_clip_comes_from_its_config_and_old_checkpoints_from_options_json(tmp_path, checkpoints):
+    import json
+    import shutil
+    from demo.backend import load_models
+    from dreamer4_torch import load_model
+    tok = load_model(checkpoints[0])
+    new_dir = tmp_path / "new"
+    save_model(Tokenizer(replace(tok.config, clip_frames=3)), new_dir)
+    (new_dir / "options.json").write_text(json.dumps({"frames": 2}))     # the config wins
+    assert load_models(str(new_dir), checkpoints[1])[0].config.clip_frames == 3
+    old_dir = tmp_path / "old"
+    shutil.copytree(checkpoints[0], old_dir)
+    cfg = json.loads((old_dir / "config.json").read_text())
+    del cfg["clip_frames"]                                                # written before the field
+    (old_dir / "config.json").write_text(json.dumps(cfg))
+    assert load_models(str(old_dir), checkpoints[1])[0].config.clip_frames is None
+    (old_dir / "options.json").write_text(json.dumps({"frames": 2}))
+    old = load_backend("torch", str(old_dir), checkpoints[1])
+    assert old.tokenizer.config.clip_frames == 2
+    frames = (np.random.default_rng(0).random((5, 3, 16, 16)) * 255).astype(np.uint8)
+    video = torch.from_numpy(frames).float()[None] / 255
+    with torch.no_grad():
+        by_hand = torch.cat([tok.encode(video[:, s:s + 2]) for s in (0, 2, 4)], dim=1)
+        whole = tok.encode(video)
+    packed = old.encode(frames)
+    torch.testing.assert_close(packed, old.dynamics.pack(by_hand), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(packed, old.dynamics.pack(whole), atol=1e-4)
+
+
 # --------------------------------------------------------------------------- sessions and data
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,38 @@ def test_tokenizer_is_causal(paper):
         assert torch.equal(d[:, :3], d2[:, :3]) and not torch.allclose(d[:, 3], d2[:, 3])
 
 
+def test_encode_and_decode_chunk_longer_clips_by_clip_frames():
+    whole, chunked = tiny_tokenizer().eval(), tiny_tokenizer(clip_frames=3).eval()
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), chunked.state_dict().values()))
+    video = torch.rand(2, 7, 3, 16, 16)
+    keep = torch.rand(2, 7, 16) > 0.3
+    with torch.no_grad():
+        z = chunked.encode(video)
+        by_hand = torch.cat([whole.encode(video[:, s:s + 3]) for s in (0, 3, 6)], dim=1)
+        assert torch.equal(z, by_hand)
+        z_all = whole.encode(video)
+        # the first chunk is the same computation as the unchunked call's first frames (causal)
+        torch.testing.assert_close(z[:, :3], z_all[:, :3], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(z[:, 3:], z_all[:, 3:], atol=1e-4)
+        masked = torch.cat([whole.encode(video[:, s:s + 3], keep[:, s:s + 3]) for s in (0, 3, 6)], dim=1)
+        assert torch.equal(chunked.encode(video, keep), masked)
+        frames = chunked.decode(z)
+        assert torch.equal(frames, torch.cat([whole.decode(z[:, s:s + 3]) for s in (0, 3, 6)], dim=1))
+        assert not torch.allclose(frames[:, 3:], whole.decode(z)[:, 3:], atol=1e-4)
+
+
+def test_a_single_frame_tokenizer_decodes_a_long_clip_frame_by_frame():
+    # The bug of issue #25: a tokenizer trained on single frames, asked to decode 16 frames in one
+    # call, used to attend over all 16 and return wrong frames.
+    tok = tiny_tokenizer(clip_frames=1).eval()
+    z = torch.rand(1, 16, 4, 8) * 2 - 1
+    with torch.no_grad():
+        frames = tok.decode(z)
+        one_by_one = torch.cat([tok.decode(z[:, t:t + 1]) for t in range(16)], dim=1)
+        assert torch.equal(frames, one_by_one)
+        assert not torch.allclose(frames, tiny_tokenizer().eval().decode(z), atol=1e-4)
+
+
 @pytest.mark.parametrize("paper", [False, True])
 def test_dynamics_is_causal(paper):
     dyn = tiny_dynamics(**(PAPER_TF if paper else {})).eval()

@@ -2,10 +2,11 @@
 
 Time positions: the tokenizer is causal in time with window-relative positions, so it must never
 see a clip longer than the clips it was trained on (upstream trains on 8 frames and encodes
-32-frame windows, so positions 8..31 were never trained). Here every use of a tokenizer goes
-through `encode_chunked` / `decode_chunked`, which split longer sequences into chunks of at most
-`tokenizer_frames` (the training clip length, recorded with the checkpoint); the latent cache,
-the dynamics trainer, evaluation and the demo all obey it.
+32-frame windows, so positions 8..31 were never trained). The tokenizer trainer records its clip
+length in the checkpoint's config (TokenizerConfig.clip_frames), and Tokenizer.encode / decode
+split longer sequences by it. `encode_chunked` / `decode_chunked` chunk by an explicit length, for
+tokenizers whose checkpoints predate the field (`tokenizer_clip_frames` then reads the run's
+options.json).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+
+from shared.config import ConfigError, TokenizerConfig
+from shared.io import CheckpointError, read_config
+from shared.metrics import psnr_from_mse
 
 from . import distributed as D
 
@@ -69,14 +74,14 @@ def frame_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float().clamp(0, 1) - target.float()).pow(2).flatten(-3).mean(-1)
 
 
-def psnr_of(mse: float) -> float:
-    """PSNR in dB of a (pooled) mean squared error of images in [0, 1]."""
-    return 10.0 * float(np.log10(1.0 / max(mse, 1e-10)))
+# PSNR in dB of a (pooled) mean squared error of images in [0, 1].
+psnr_of = psnr_from_mse
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame full-frame PSNR in dB: (..., C, H, W) -> (...)."""
-    return 10.0 * torch.log10(1.0 / frame_mse(pred, target).clamp_min(1e-10))
+    """Per-frame full-frame PSNR in dB (float64, on the inputs' device): (..., C, H, W) -> (...)."""
+    mse = frame_mse(pred, target)
+    return torch.as_tensor(psnr_from_mse(mse.double().cpu().numpy()), device=mse.device)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -118,7 +123,14 @@ TRAINING_FILE = "options.json"
 
 
 def tokenizer_clip_frames(tokenizer_dir: Path) -> Optional[int]:
-    """The clip length a tokenizer checkpoint was trained on (from its options.json), if recorded."""
+    """The clip length a tokenizer checkpoint was trained on, if recorded: its config's clip_frames,
+    or, for checkpoints written before the config held it, the run's options.json."""
+    try:
+        cfg = read_config(Path(tokenizer_dir))
+    except (CheckpointError, ConfigError):
+        cfg = None
+    if isinstance(cfg, TokenizerConfig) and cfg.clip_frames is not None:
+        return cfg.clip_frames
     path = Path(tokenizer_dir) / TRAINING_FILE
     if not path.is_file():
         return None

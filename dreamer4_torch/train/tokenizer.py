@@ -18,6 +18,8 @@ from .runner import Task
 
 
 def tokenizer_config(options) -> TokenizerConfig:
+    """The model config of a tokenizer run, recording the clip length it trains on (--frames):
+    encode/decode chunk longer clips by it."""
     if options.model_config:
         cfg = config_from_json(Path(options.model_config).read_text())
         if not isinstance(cfg, TokenizerConfig):
@@ -26,7 +28,7 @@ def tokenizer_config(options) -> TokenizerConfig:
         cfg = get_preset(options.preset).tokenizer
     if options.mae_p_max is not None:
         cfg = replace(cfg, mae_p_max=options.mae_p_max, mae_p_min=min(cfg.mae_p_min, options.mae_p_max))
-    return cfg
+    return replace(cfg, clip_frames=options.frames)
 
 
 def check_data(dataset, cfg: TokenizerConfig, path: str) -> None:

@@ -12,10 +12,14 @@ episode depends only on its seed, not on the episodes before it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .render import FrameRenderer, configure_gl
-from .tasks import ACTION_REPEAT, TaskSpec
+
+if TYPE_CHECKING:   # for annotations only: shared.data.tasks imports this module (in make_env), not the reverse
+    from .tasks import TaskSpec
 
 configure_gl()  # before dm_control / mujoco are imported
 
@@ -56,11 +60,13 @@ class TaskEnv:
       spec: the task (from shared.data.tasks.TASKS).
       seed: seed of the task's random state (start states, targets).
       size: frame height and width.
+      action_repeat: control steps per agent step (shared.data.tasks.ACTION_REPEAT).
       **render_options: supersample, shadows, reflections (see FrameRenderer).
     """
 
-    def __init__(self, spec: TaskSpec, seed: int, size: int, **render_options):
+    def __init__(self, spec: TaskSpec, seed: int, size: int, *, action_repeat: int, **render_options):
         self.spec = spec
+        self.action_repeat = int(action_repeat)
         self.size = int(size)
         self.dm_env = build_dm_env(spec, seed)
         self.physics = self.dm_env.physics
@@ -83,7 +89,7 @@ class TaskEnv:
         return self.renderer.render()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float]:
-        """Apply `action` ((action_dim,) in [-1, 1]) for ACTION_REPEAT control steps; return the
+        """Apply `action` ((action_dim,) in [-1, 1]) for `action_repeat` control steps; return the
         new frame and the summed reward."""
         action = np.asarray(action, np.float64)
         if action.shape != (self.spec.action_dim,):
@@ -94,7 +100,7 @@ class TaskEnv:
         scaled = self._action_low + (np.clip(action, -1, 1) + 1) * 0.5 * (
             self._action_high - self._action_low)
         reward = 0.0
-        for _ in range(ACTION_REPEAT):
+        for _ in range(self.action_repeat):
             reward += float(self.dm_env.step(scaled).reward)
         self.steps += 1
         return self.renderer.render(), reward

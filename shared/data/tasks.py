@@ -153,7 +153,7 @@ def make_env(name: str, seed: int, size: int = DEFAULT_SIZE, **render_options):
     `render_options` go to `shared.data.render.FrameRenderer` (supersample, shadows, reflections)."""
     from .env import TaskEnv  # lazy: mujoco and dm_control
 
-    return TaskEnv(get_task(name), seed=seed, size=size, **render_options)
+    return TaskEnv(get_task(name), seed=seed, size=size, action_repeat=ACTION_REPEAT, **render_options)
 
 
 def padded(actions: np.ndarray, action_dim: int) -> np.ndarray:

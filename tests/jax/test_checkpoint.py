@@ -123,7 +123,7 @@ def test_config_weight_mismatch_is_named(tmp_path, tok):
         load_model(tmp_path / "ck")
     msg = str(err.value)
     assert "missing encoder/transformer/layers/2/norm1/scale" in msg
-    assert "encoder/latents has shape (4, 32) but the config needs (5, 32)" in msg
+    assert "encoder/latents has shape (4, 32), expected (5, 32)" in msg
     cfg["transformer"]["depth"] = "two"
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="tokenizer.transformer.depth must be an integer"):
@@ -141,7 +141,7 @@ def test_in_memory_state_is_strict(tok):
         set_model_state(model, bad)
     msg = str(err.value)
     assert "missing decoder/patch_head/bias" in msg and "unexpected decoder/extra" in msg
-    assert "encoder/latents has shape (4, 31) but the config needs (4, 32)" in msg
+    assert "encoder/latents has shape (4, 31), expected (4, 32)" in msg
     bad = dict(state, **{"encoder/latents": np.zeros((4, 32), np.int32)})
     with pytest.raises(CheckpointError, match="encoder/latents has dtype int32, expected a floating-point"):
         set_model_state(model, bad)

@@ -104,6 +104,33 @@ def test_tokenizer_shapes_range_and_causality(paper):
     assert np.array_equal(out[:, :3], d2[:, :3]) and not np.allclose(out[:, 3], d2[:, 3])
 
 
+def test_encode_and_decode_chunk_longer_clips_by_clip_frames():
+    whole, chunked = tiny_tokenizer().eval(), tiny_tokenizer(clip_frames=3).eval()
+    rng = np.random.default_rng(0)
+    video = jnp.asarray(rng.random((2, 7, 3, 16, 16), dtype=np.float32))
+    keep = jnp.asarray(rng.random((2, 7, 16)) > 0.3)
+    z = chunked.encode(video)
+    by_hand = jnp.concatenate([whole.encode(video[:, s:s + 3]) for s in (0, 3, 6)], axis=1)
+    np.testing.assert_array_equal(z, by_hand)
+    z_all = whole.encode(video)
+    np.testing.assert_allclose(z[:, :3], z_all[:, :3], rtol=1e-5, atol=1e-6)   # causal: same first chunk
+    assert not np.allclose(z[:, 3:], z_all[:, 3:], atol=1e-4)
+    masked = jnp.concatenate([whole.encode(video[:, s:s + 3], keep[:, s:s + 3]) for s in (0, 3, 6)], axis=1)
+    np.testing.assert_array_equal(chunked.encode(video, keep), masked)
+    frames = chunked.decode(z)
+    np.testing.assert_array_equal(frames, jnp.concatenate([whole.decode(z[:, s:s + 3]) for s in (0, 3, 6)], axis=1))
+    assert not np.allclose(frames[:, 3:], whole.decode(z)[:, 3:], atol=1e-4)
+
+
+def test_a_single_frame_tokenizer_decodes_a_long_clip_frame_by_frame():
+    # issue #25: decoding 16 frames in one call must not attend across them when trained on single frames
+    tok = tiny_tokenizer(clip_frames=1).eval()
+    z = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 16, 4, 8)).astype(np.float32))
+    frames = tok.decode(z)
+    np.testing.assert_array_equal(frames, jnp.concatenate([tok.decode(z[:, t:t + 1]) for t in range(16)], axis=1))
+    assert not np.allclose(frames, tiny_tokenizer().eval().decode(z), atol=1e-4)
+
+
 @pytest.mark.parametrize("paper", [False, True])
 def test_dynamics_shapes_and_causality(paper):
     dyn = tiny_dynamics(**(PAPER_TF if paper else {})).eval()

@@ -116,6 +116,26 @@ def test_interrupted_run_resumes_exactly(kind, optimizer, ema, tiny_data, tiny_t
     assert not differ(weights(full), weights(part))     # with EMA: the averages (the raw weights give the losses)
 
 
+def test_tokenizer_checkpoints_record_their_clip_length(tiny_tokenizer, tmp_path):
+    import shutil
+    from dreamer4_torch import load_model
+    from dreamer4_torch.train.common import tokenizer_clip_frames
+    frames = json.loads((Path(tiny_tokenizer) / "options.json").read_text())["frames"]
+    assert frames > 1
+    assert load_model(tiny_tokenizer).config.clip_frames == frames
+    assert tokenizer_clip_frames(tiny_tokenizer) == frames
+    # a checkpoint written before the config held the clip length: the run's options.json tells it
+    old = tmp_path / "old"
+    shutil.copytree(tiny_tokenizer, old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["clip_frames"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    (old / "options.json").write_text(json.dumps({"frames": frames + 1}))
+    assert load_model(old).config.clip_frames is None and tokenizer_clip_frames(old) == frames + 1
+    (old / "options.json").unlink()
+    assert tokenizer_clip_frames(old) is None
+
+
 def test_checkpoints_hold_the_weights_average(tiny_data, tiny_tokenizer, tmp_path):
     out = tmp_path / "ema"
     r = run(train_cmd("dynamics", "--data", tiny_data, "--tokenizer", tiny_tokenizer, "--out", out, "--steps", 2,
