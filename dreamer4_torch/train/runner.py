@@ -32,15 +32,15 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from shared.config import config_to_dict
+from shared.config import TokenizerConfig, config_to_dict
 from shared.io import CheckpointError, atomic_directory, atomic_write_bytes, write_config
+from shared.train_options import options_to_json
 
 from ..checkpoint import WEIGHTS_FILE, load_state
 from . import distributed as D
 from .ema import Ema
 from .logger import Logger
 from .optim import make_optimizer
-from shared.train_options import options_to_json
 
 STATE_FILE = "training_state.pt"
 DONE_FILE = "done.json"
@@ -199,7 +199,7 @@ class Checkpointer:
         if path is None:
             raise TrainingError(f"--resume: no checkpoint under {self.dir} (expected {self.dir / 'latest'})")
         saved_cfg, state = load_state(path)
-        if saved_cfg != config:
+        if saved_cfg != config and not predates_clip_frames(saved_cfg, config):
             raise TrainingError(f"--resume: the checkpoint {path} was trained with a different model config; "
                                 "resume with the run's own options (see its options.json)")
         state_file = path / STATE_FILE
@@ -221,6 +221,14 @@ class Checkpointer:
         scheduler.load_state_dict(training["scheduler"])
         task.load_data_state(training["data"])
         return int(training["step"])
+
+
+def predates_clip_frames(saved, config) -> bool:
+    """A tokenizer checkpoint written before configs recorded the training clip length (clip_frames None)
+    that is otherwise the run's config: resuming it is exact (the field changes no parameter or loss),
+    and the checkpoints written from then on carry the clip length."""
+    return (isinstance(saved, TokenizerConfig) and saved.clip_frames is None
+            and dataclasses.replace(saved, clip_frames=getattr(config, "clip_frames", None)) == config)
 
 
 def train(task: Task, options, config, world: D.World) -> dict:

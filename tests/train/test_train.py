@@ -258,3 +258,15 @@ def test_fsdp_matches_ddp_and_resumes(tiny_data, tmp_path):
         assert b[s] == pytest.approx(a[s], rel=1e-5), s
     wa, wb = weights(ddp), weights(fsdp)
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+
+def test_a_tokenizer_checkpoint_without_clip_length_resumes():
+    from dataclasses import replace
+    from dreamer4_torch.train.runner import predates_clip_frames
+    from shared import get_preset
+    p = get_preset("tiny")
+    run_cfg = replace(p.tokenizer, clip_frames=4)
+    assert predates_clip_frames(replace(p.tokenizer, clip_frames=None), run_cfg)
+    assert not predates_clip_frames(replace(p.tokenizer, clip_frames=2), run_cfg)          # another clip length
+    assert not predates_clip_frames(replace(p.tokenizer, clip_frames=None, patch_size=2), run_cfg)
+    assert not predates_clip_frames(p.dynamics, p.dynamics)
