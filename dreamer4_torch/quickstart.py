@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.train_options import RECIPES as TRAIN_RECIPES
+from shared.recipes import get_recipe
 
 # Visually different tasks with a lot of motion (camera-tracked bodies, swinging poles, spinning finger).
 CPU_TASKS = "cheetah-run,walker-walk,hopper-hop,finger-spin,cartpole-swingup"
@@ -44,8 +44,8 @@ class Recipe:
 
 
 def _steps(preset: str, kind: str) -> int:
-    """The trainer recipe's step count (shared.train_options.RECIPES), which sets its lr schedule."""
-    return TRAIN_RECIPES[preset][kind]["steps"]
+    """The trainer recipe's step count (shared.recipes), which sets its lr schedule."""
+    return get_recipe(preset).training(kind).steps
 
 
 RECIPES = {
