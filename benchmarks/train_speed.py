@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from shared.recipes import get_recipe
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -143,7 +143,7 @@ def test_newest_frame_attention_is_uniform_without_queries():
     weight is spread evenly over the T frames it sees, in every layer and head."""
     from benchmarks.dynamics_attention import newest_frame_attention
     from dreamer4_torch.dynamics import Dynamics
-    from shared.config import get_preset
+    from shared.recipes import get_preset
 
     torch.manual_seed(0)
     model = Dynamics(get_preset("tiny").dynamics)
