@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on its embedded defaults: collect a small DMControl data set, train the dmc64 tokenizer
-# and dynamics model on the CPU, write the report, open the demo. ARGS passes options through
-# (e.g. make quickstart ARGS=--gpu; make quickstart ARGS=--no-demo).
+# The main job on the dmc64 recipe (shared/recipes/dmc64.py): collect a small DMControl data set, train
+# the tokenizer and dynamics model on the CPU for the recipe's steps, write the report, open the demo.
+# ARGS passes options through (e.g. make quickstart ARGS="--recipe dmc128"; make quickstart ARGS=--no-demo).
 quickstart: $(STAMP)
-	$(BIN)/python -m dreamer4_torch.quickstart $(ARGS)
+	$(BIN)/python -m quickstart $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from dreamer4_torch import Dynamics
 from dreamer4_torch.prepack import available, pack_weight, packed_linear
-from shared.config import ConfigError, get_preset
+from shared.config import ConfigError
+from shared.recipes import get_preset
 
 
 def _median_seconds(fn, repeats: int) -> float:

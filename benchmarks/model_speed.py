@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dreamer4_torch import Dynamics, Tokenizer, shortcut_loss, tokenizer_loss
-from shared.config import get_preset
+from shared.recipes import get_preset
 from shared.shortcut import draw_shortcut_indices
 
 CASES = [("tokenizer", "dmc128", 1, 8), ("dynamics", "dmc128", 2, 32),

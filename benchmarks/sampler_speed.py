@@ -31,7 +31,8 @@ from dreamer4_torch import Dynamics, Tokenizer
 from dreamer4_torch.prepack import PrepackedLinears
 from dreamer4_torch.prepack import available as prepack_available
 from dreamer4_torch.sampler import Sampler
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 
 
 def sync(device: torch.device) -> None:

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.train_options import RECIPES
-from shared.config import get_preset
+from shared.recipes import get_recipe
+from shared.recipes import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def run_case(work, preset, kind, batch, frames, window, device, nproc, env, extr
                       "--device", device, "--no-tensorboard", "--holdout-per-task", "1", *extra]
     if kind == "dynamics":
         # the clip length the preset's tokenizer recipe trains on (encoding runs in chunks of it)
-        cmd += ["--tokenizer", str(tokenizer_checkpoint(work, preset, frames=RECIPES[preset]["tokenizer"]["frames"]))]
+        cmd += ["--tokenizer", str(tokenizer_checkpoint(work, preset, frames=get_recipe(preset).tokenizer.frames))]
     t0 = time.time()
     r = sh(cmd, env)
     total = time.time() - t0

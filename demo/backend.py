@@ -20,7 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from shared.config import ConfigError, check_compatible, get_preset, replace
+from shared.config import ConfigError, check_compatible, replace
+from shared.recipes import get_preset
 from shared.io import CheckpointError
 from shared.params import count_params
 

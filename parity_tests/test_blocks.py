@@ -16,7 +16,8 @@ from flax import nnx
 
 import dreamer4_jax.layers as jl
 import dreamer4_torch.layers as tl
-from shared.config import TransformerConfig, get_preset
+from shared.config import TransformerConfig
+from shared.recipes import get_preset
 from shared.layout import dynamics_layout, space_mask, tokenizer_layout
 
 from .helpers import block_table, compare, derive_seed, dropout_source, pair

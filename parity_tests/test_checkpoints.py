@@ -18,7 +18,7 @@ import dreamer4_jax as dj
 import dreamer4_torch as dt
 from convert.__main__ import main as convert_main
 from dreamer4_jax.train import OptimizerConfig, Trainer
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 from .helpers import compare
 from .test_models import _decode, _dynamics, _encode

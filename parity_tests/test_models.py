@@ -16,7 +16,8 @@ from flax import nnx
 
 import dreamer4_jax as dj
 import dreamer4_torch as dt
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 from shared.params import param_table
 
 from .helpers import compare, pair

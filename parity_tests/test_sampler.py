@@ -20,7 +20,8 @@ from dreamer4_jax.sampler import Sampler as JaxSampler
 from dreamer4_jax.sampler import rollout as jax_rollout
 from dreamer4_torch.sampler import Sampler as TorchSampler
 from dreamer4_torch.sampler import rollout as torch_rollout
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 from shared.params import param_table
 
 from .helpers import compare, pair, rel_err, to_np

@@ -19,7 +19,8 @@ import dreamer4_torch as dt
 from dreamer4_jax.train import OptimizerConfig, Trainer, make_optimizer
 from dreamer4_torch.train.optim import decay_groups
 from dreamer4_torch.train.optim import make_optimizer as torch_make_optimizer
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 from shared.params import param_table
 from shared.shortcut import draw_shortcut_indices
 

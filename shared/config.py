@@ -1,8 +1,9 @@
-"""Model configurations: frozen dataclasses, validation, JSON round trip and presets.
+"""Model configurations: frozen dataclasses, validation and JSON round trip.
 
 One `TransformerConfig` describes the block-causal transformer; `TokenizerConfig` and
 `DynamicsConfig` wrap it with the model-specific sizes. Every backend builds its modules from
-these objects only, so a config file fully determines a model's parameter table.
+these objects only, so a config file fully determines a model's parameter table. The named
+model configs (presets) are part of the recipes: `shared.recipes.get_preset`.
 
 The default field values of the paper-feature switches (`qk_norm`, `n_kv_heads`,
 `logit_softcap`, `time_rope`) reproduce upstream (nicklashansen/dreamer4) exactly.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 CONFIG_FORMAT_VERSION = 1
@@ -325,78 +326,3 @@ def check_compatible(tok: TokenizerConfig, dyn: DynamicsConfig) -> None:
         raise ConfigError(
             f"tokenizer latents (n_latents={tok.n_latents}, d_bottleneck={tok.d_bottleneck}) do not match "
             f"the dynamics model (dynamics.n_latents={dyn.n_latents}, dynamics.d_bottleneck={dyn.d_bottleneck})")
-
-
-# ----------------------------------------------------------------------------------------------
-# Presets
-# ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    tokenizer: TokenizerConfig
-    dynamics: DynamicsConfig = field(repr=False)
-
-
-def _make_presets() -> dict[str, Preset]:
-    tiny_tok = TokenizerConfig(
-        transformer=TransformerConfig(d_model=32, n_heads=2, depth=2, dropout=0.0),
-        image_height=16, image_width=16, channels=3, patch_size=4,
-        n_latents=4, d_bottleneck=8, mae_p_min=0.0, mae_p_max=0.5)
-    tiny_dyn = DynamicsConfig(
-        transformer=TransformerConfig(d_model=32, n_heads=2, depth=2, dropout=0.0),
-        n_latents=4, d_bottleneck=8, packing_factor=2, n_register=2, n_agent=1, k_max=8)
-
-    # Sized for minutes of CPU training. Departures from upstream's recipe, each measured (README,
-    # "Quickstart"; benchmarks/RESULTS.md, "Tokenizer recipe"): a unit-RMS bottleneck before the tanh
-    # (without it the code saturates and the tokenizer collapses towards the mean image), a final
-    # RMSNorm, 32 x 32 latents, and no MAE dropout (it slows reconstruction learning; --mae-p-max
-    # turns it back on). Positions are scaled by 1/sqrt(D) as upstream: unscaled sinusoids outweigh
-    # the small frame-to-frame differences of the patch tokens and the encoder goes unused
-    # (benchmarks/RESULTS.md, "What the quickstart tokenizer learned").
-    dmc64_tok = TokenizerConfig(
-        transformer=TransformerConfig(d_model=128, n_heads=4, depth=4, dropout=0.0, final_norm=True),
-        image_height=64, image_width=64, channels=3, patch_size=8,
-        n_latents=32, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.0, bottleneck_norm=True)
-    # The dynamics model packs 4 latents per token (8 spatial tokens of 128: ~1.45x the training steps
-    # per minute of packing 2) and takes relative time positions (RoPE in time attention: the one-step
-    # error a third lower than the additive table's); benchmarks/RESULTS.md, "Cheaper tokens" and
-    # "The weights' moving average".
-    dmc64_dyn = DynamicsConfig(
-        transformer=TransformerConfig(d_model=192, n_heads=4, depth=4, dropout=0.0, time_rope=True),
-        n_latents=32, d_bottleneck=32, packing_factor=4, n_register=2, n_agent=1, k_max=8)
-
-    # Exactly the upstream training scripts' defaults.
-    dmc128_tok = TokenizerConfig(
-        transformer=TransformerConfig(d_model=256, n_heads=4, depth=8, mlp_ratio=4.0, dropout=0.05,
-                                      time_every=1),
-        image_height=128, image_width=128, channels=3, patch_size=4,
-        n_latents=16, d_bottleneck=32, mae_p_min=0.0, mae_p_max=0.9)
-    dmc128_dyn = DynamicsConfig(
-        transformer=TransformerConfig(d_model=512, n_heads=4, depth=8, mlp_ratio=4.0, dropout=0.0,
-                                      time_every=1),
-        n_latents=16, d_bottleneck=32, packing_factor=2, n_register=4, n_agent=1, k_max=8,
-        space_mode="wm_agent_isolated")
-
-    presets = [
-        Preset("tiny", "unit-test sizes: 16x16 frames, width 32, two layers (milliseconds per step)",
-               tiny_tok, tiny_dyn),
-        Preset("dmc64", "64x64 DMControl, sized to train on a CPU in minutes", dmc64_tok, dmc64_dyn),
-        Preset("dmc128", "128x128 DMControl, exactly upstream's defaults (21.4M + 42.6M parameters)",
-               dmc128_tok, dmc128_dyn),
-    ]
-    for p in presets:
-        p.tokenizer.validate()
-        p.dynamics.validate()
-        check_compatible(p.tokenizer, p.dynamics)
-    return {p.name: p for p in presets}
-
-
-PRESETS: dict[str, Preset] = _make_presets()
-
-
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]

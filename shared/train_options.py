@@ -1,8 +1,9 @@
 """Typed training options of the trainer CLIs. Every field is a command-line flag (`--field-name`) with its help text;
 the resolved options are written to `RUN_DIR/options.json` at start.
 
-Defaults that depend on the model size come from RECIPES[preset][kind] and are applied where the
-user did not give a value (fields left as None).
+Defaults that depend on the model size come from the preset's recipe (`shared.recipes`, the
+`TOKENIZER` / `DYNAMICS` training recipe of the module named by --preset) and are applied by
+`resolve` where the user did not give a value (fields left as None).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
+from shared.config import ConfigError
 from shared.optim import OPTIMIZERS
+from shared.recipes import get_recipe
 
 
 def opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse
@@ -87,37 +90,6 @@ class DynamicsOptions(CommonOptions):
     eval_sampling_steps: int = opt(4, "shortcut steps K per generated frame in evaluation")
 
 
-# Recipe defaults per preset and trainer. dmc128 follows upstream (batch 8 x 8 frames for the
-# tokenizer, 24 x 32 for the dynamics, lr 1e-4).
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {
-        "tokenizer": dict(steps=200, batch_size=8, frames=4, lr=1e-3, warmup_steps=20, mse_on="all",
-                          optimizer="adamw", ema_decay=0.0),
-        "dynamics": dict(steps=200, batch_size=8, frames=8, lr=1e-3, warmup_steps=20, bootstrap_start=50,
-                         bootstrap_fraction=0.25, optimizer="adamw", ema_decay=0.0),
-    },
-    "dmc64": {
-        # single frames: 32 different images per step learn faster than 8 clips of 4; Muon: 26.78 dB held out on
-        # the quickstart's 30-episode data against AdamW's 24.84 (RESULTS.md, "Three times the episodes")
-        "tokenizer": dict(steps=2100, batch_size=32, frames=1, lr=5e-4, warmup_steps=100, mse_on="all",
-                          optimizer="muon", ema_decay=0.0),
-        # lr 1e-3: +0.34 dB over the floor at h4 by step 750 on the quickstart latents; 5e-4: +0.08. Muon: training
-        # flow MSE a fifth lower over the last 250 steps, +0.35 dB at h4 over 4 noise draws against AdamW. With the
-        # preset's packing 4 (~1.8 it/s on 2 CPU cores, 2,000 steps in 20 min), a tenth of the rows bootstrap rows
-        # and the weights' EMA: +1.06 dB at h4 on a 20-episode test set against +0.93 without the EMA (RESULTS.md,
-        # "The weights' moving average")
-        "dynamics": dict(steps=2000, batch_size=16, frames=16, lr=1e-3, warmup_steps=100, bootstrap_start=300,
-                         bootstrap_fraction=0.1, optimizer="muon", ema_decay=0.995),
-    },
-    "dmc128": {
-        "tokenizer": dict(steps=90000, batch_size=8, frames=8, lr=1e-4, warmup_steps=1000, mse_on="masked",
-                          optimizer="adamw", ema_decay=0.0),
-        "dynamics": dict(steps=40000, batch_size=24, frames=32, lr=1e-4, warmup_steps=1000, bootstrap_start=5000,
-                         bootstrap_fraction=0.25, optimizer="adamw", ema_decay=0.0),
-    },
-}
-
-
 def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -137,9 +109,14 @@ def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def resolve(options, kind: str):
-    """Fill None fields from the preset's recipe; validate ranges. Returns the same object."""
-    recipe = RECIPES.get(options.preset, RECIPES["dmc64"])[kind]
-    for name, value in recipe.items():
+    """Fill None fields from the training recipe of `kind` ('tokenizer' or 'dynamics') in the recipe
+    named by --preset; validate ranges. Returns the same object."""
+    try:
+        recipe = get_recipe(options.preset)
+    except ConfigError as e:
+        raise SystemExit(f"error: --preset: {e}") from None
+    recipe = recipe.training(kind)
+    for name, value in recipe.option_defaults().items():
         if getattr(options, name, "missing") is None:
             setattr(options, name, value)
     checks = [("steps", options.steps > 0), ("batch_size", options.batch_size > 0), ("frames", options.frames > 0),

@@ -13,7 +13,7 @@ import torch
 
 from demo.backend import randomize_for_display
 from dreamer4_torch import Dynamics, Tokenizer, save_model
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import torch
 
 import dreamer4_torch.checkpoint as ckpt_mod
 from dreamer4_torch import Dynamics, Tokenizer, load_model, save_model
-from shared.config import get_preset
+from shared.recipes import get_preset
 from shared.io import CheckpointError
 
 TINY = get_preset("tiny")

@@ -4,9 +4,10 @@ import json
 import pytest
 
 from shared.config import (
-    CONFIG_FORMAT_VERSION, PRESETS, ConfigError, DynamicsConfig, TokenizerConfig, TransformerConfig,
-    check_compatible, config_from_dict, config_from_json, config_to_dict, config_to_json, get_preset, replace,
+    CONFIG_FORMAT_VERSION, ConfigError, DynamicsConfig, TokenizerConfig, TransformerConfig,
+    check_compatible, config_from_dict, config_from_json, config_to_dict, config_to_json, replace,
 )
+from shared.recipes import PRESETS, get_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -15,7 +15,8 @@ import dreamer4_torch as dt  # noqa: E402
 from convert.__main__ import main as convert_main  # noqa: E402
 from convert.torch_jax import (ConversionError, jax_to_torch, jax_to_torch_state, torch_to_jax,  # noqa: E402
                                torch_to_jax_state)
-from shared.config import get_preset, replace  # noqa: E402
+from shared.config import replace  # noqa: E402
+from shared.recipes import get_preset  # noqa: E402
 from shared.params import param_table  # noqa: E402
 
 TINY = get_preset("tiny")

@@ -9,7 +9,8 @@ from demo.backend import StartupError, TorchWorldModel, load_backend
 from demo.data import DatasetSource, NoDataSource
 from demo.session import Session, open_loop, side_by_side_gif, comparison_grid
 from dreamer4_torch import Dynamics, Tokenizer, save_model
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 
 from .demo_utils import DemoServer, make_checkpoints, make_dataset, run_demo
 

@@ -107,7 +107,7 @@ def test_newest_frame_attention_is_uniform_without_queries():
     weight is spread evenly over the T frames it sees, in every layer and head."""
     from dreamer4_torch.eval.attention import newest_frame_attention
     from dreamer4_torch.dynamics import Dynamics
-    from shared.config import get_preset
+    from shared.recipes import get_preset
 
     torch.manual_seed(0)
     model = Dynamics(get_preset("tiny").dynamics)
@@ -172,7 +172,7 @@ def untrained_run(tmp_path):
     """A dynamics run directory with a checkpoint and a tokenizer (random tiny models) whose recorded
     data set does not exist."""
     from dreamer4_torch import Dynamics, Tokenizer, save_model
-    from shared.config import get_preset
+    from shared.recipes import get_preset
     from shared.train_options import DynamicsOptions, options_to_json
 
     preset = get_preset("tiny")

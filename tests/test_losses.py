@@ -167,7 +167,7 @@ def test_argument_errors():
 def test_shortcut_loss_trains_the_real_model():
     """The loss runs through a real Dynamics with bootstrap rows and its gradients reach every used weight."""
     from dreamer4_torch import Dynamics
-    from shared.config import get_preset
+    from shared.recipes import get_preset
     torch.manual_seed(0)
     dyn = Dynamics(get_preset("tiny").dynamics)
     rng = np.random.default_rng(1)

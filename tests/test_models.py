@@ -4,7 +4,8 @@ import torch
 
 from dreamer4_torch import Dynamics, Tokenizer, set_dropout_source
 from dreamer4_torch.init import ParameterMismatch, check_against_table
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 from shared.params import count_params, param_table
 
 TINY = get_preset("tiny")

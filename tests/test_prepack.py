@@ -8,7 +8,7 @@ import torch
 from dreamer4_torch import Dynamics, Tokenizer
 from dreamer4_torch.prepack import PrepackedLinears, available
 from dreamer4_torch.sampler import rollout
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 needs_onednn = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN linear ops")
 

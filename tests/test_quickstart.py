@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 def quickstart_cmd(data: Path, out: Path, *extra) -> list[str]:
-    return [sys.executable, "-m", "dreamer4_torch.quickstart", "--preset", "tiny",
+    return [sys.executable, "-m", "quickstart", "--recipe", "tiny",
             "--tasks", "cartpole-swingup,reacher-easy", "--episodes", "3", "--episode-steps", "40",
             "--tokenizer-steps", "12", "--dynamics-steps", "12", "--eval-every", "6", "--eval-sequences", "4",
             "--data", str(data), "--out", str(out), *map(str, extra)]
@@ -204,34 +204,54 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
 
 
 def test_quickstart_help_names_the_recipes():
-    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.quickstart", "--help"], cwd=ROOT, env=ENV,
+    r = subprocess.run([sys.executable, "-m", "quickstart", "--help"], cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
-    assert "--gpu" in r.stdout and "dmc128" in r.stdout and "dmc64" in r.stdout
+    assert "--gpu" in r.stdout and "dmc128" in r.stdout and "dmc64" in r.stdout and "tiny" in r.stdout
+    assert "--tokenizer-minutes" in r.stdout and "0 = no cap" in r.stdout
+
+
+def test_quickstart_options_default_to_the_recipe():
+    from quickstart.pipeline import parse_args
+    assert parse_args([]).recipe == "dmc64"
+    assert parse_args(["--gpu"]).recipe == "dmc128"
+    assert parse_args(["--preset", "tiny"]).recipe == "tiny"          # --preset: the old name of --recipe
+    args = parse_args([])
+    assert (args.tokenizer_minutes, args.dynamics_minutes) == (0.0, 0.0)    # steps, not minutes, by default
+    assert args.tokenizer_steps is None and args.dynamics_steps is None     # the recipe's steps
 
 
 @pytest.mark.parametrize("bad, message", [(["--episodes", "0"], "--episodes"),
-                                          (["--preset", "huge"], "--preset")])
+                                          (["--preset", "huge"], "--preset"),
+                                          (["--recipe", "huge"], "--recipe"),
+                                          (["--gpu", "--recipe", "tiny"], "--gpu"),
+                                          (["--tokenizer-minutes", "-1"], "--tokenizer-minutes")])
 def test_quickstart_rejects_bad_arguments(bad, message, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dreamer4_torch.quickstart", "--data", str(tmp_path / "d"),
+    r = subprocess.run([sys.executable, "-m", "quickstart", "--data", str(tmp_path / "d"),
                         "--out", str(tmp_path / "r"), *bad], cwd=ROOT, env=ENV, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
 
 
-def test_report_says_when_a_stage_was_resumed(tmp_path):
-    from dreamer4_torch.quickstart import RECIPES, report
+def test_report_says_when_a_stage_was_resumed_or_capped(tmp_path):
+    from quickstart.report import report
     evals = {"psnr_h4": 20.0, "floor_h4": 21.0, "gain_h4": -1.0, "tokenizer_h4": 22.0, "copy_latent_h4": 23.5}
-    tok = {"step": 100, "minutes": 3.0, "resumed_at": 0, "eval": {"psnr": 25.0, "psnr_frame_mean": 26.0}}
-    dyn = {"step": 900, "minutes": 7.5, "resumed_at": 500, "eval": evals}
-    text = report(tmp_path, tok, dyn, RECIPES["cpu"], tmp_path / "data").read_text()
-    assert "tokenizer 100 steps in 3.0 min" in text
+    tok = {"step": 100, "steps": 100, "reason": "steps", "minutes": 3.0, "resumed_at": 0,
+           "eval": {"psnr": 25.0, "psnr_frame_mean": 26.0}}
+    dyn = {"step": 900, "steps": 900, "reason": "steps", "minutes": 7.5, "resumed_at": 500, "eval": evals}
+    where = dict(recipe="dmc64", tasks=("cheetah-run", "walker-walk"), data_dir=tmp_path / "data")
+    text = report(tmp_path, tok, dyn, **where).read_text()
+    assert "Recipe `dmc64`" in text and "(cheetah-run,walker-walk)" in text
+    assert "tokenizer 100 steps in 3.0 min, dynamics" in text
     assert "dynamics 900 steps (resumed at step 500; 7.5 min since)" in text
     assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 | 23.50 |" in text
+    assert "time cap" not in text
     del dyn["eval"]["copy_latent_h4"]          # a run from before the column existed
-    text = report(tmp_path, tok, dyn, RECIPES["cpu"], tmp_path / "data").read_text()
+    tok.update(step=80, reason="max_minutes")  # stopped by --tokenizer-minutes
+    text = report(tmp_path, tok, dyn, **where).read_text()
     assert "| 4 | 20.00 | 21.00 | -1.00 | 22.00 | n/a |" in text
+    assert "tokenizer 80 steps in 3.0 min, stopped by the time cap before its 100 steps" in text
 
 
 CHILD = """
@@ -257,9 +277,9 @@ def test_a_signal_to_the_pipeline_reaches_the_stage_once(behaviour, tmp_path, mo
     either way the pipeline exits with 128 + SIGTERM and puts its signal handlers back."""
     import signal
     import threading
-    from dreamer4_torch import quickstart
+    from quickstart import stages
 
-    monkeypatch.setattr(quickstart, "STOP_GRACE_SECONDS", 20.0 if behaviour == "exit" else 1.0)
+    monkeypatch.setattr(stages, "STOP_GRACE_SECONDS", 20.0 if behaviour == "exit" else 1.0)
     log = tmp_path / "signals.txt"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(log), behaviour], start_new_session=True)
     deadline = time.time() + 60
@@ -275,7 +295,7 @@ def test_a_signal_to_the_pipeline_reaches_the_stage_once(behaviour, tmp_path, mo
     threading.Timer(0.3, send).start()
     try:
         with pytest.raises(SystemExit) as stop:
-            quickstart.wait_for_stage(child)
+            stages.wait_for_stage(child)
     finally:
         if child.poll() is None:
             child.kill()

@@ -9,7 +9,8 @@ import torch
 from dreamer4_torch import Dynamics, Tokenizer
 from dreamer4_torch.layers import add_positions
 from dreamer4_torch.sampler import Sampler, rollout
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 
 PAPER_TF = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1, transformer__logit_softcap=30.0,
                 transformer__time_rope=True)

@@ -10,7 +10,8 @@ import torch
 
 from convert.upstream import import_upstream, load_upstream, strip_prefixes
 from dreamer4_torch import Dynamics, Tokenizer, load_model
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 from shared.io import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]

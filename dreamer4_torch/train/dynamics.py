@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.config import DynamicsConfig, check_compatible, config_from_json, dynamics_for_tokenizer, get_preset
+from shared.config import DynamicsConfig, check_compatible, config_from_json, dynamics_for_tokenizer
+from shared.recipes import get_preset
 from shared.data.format import open_dataset
 from shared.data.windows import WindowSampler, split_episodes
 from shared.io import CheckpointError

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from shared.config import TokenizerConfig, config_from_json, get_preset, replace
+from shared.config import TokenizerConfig, config_from_json, replace
+from shared.recipes import get_preset
 from shared.data.format import open_dataset
 from shared.data.windows import WindowSampler, split_episodes
 

@@ -18,7 +18,7 @@ from flax import nnx  # noqa: E402
 import dreamer4_jax.checkpoint as ckpt_mod  # noqa: E402
 from dreamer4_jax import Dynamics, Tokenizer, load_model, load_state, model_state, save_model  # noqa: E402
 from dreamer4_jax.checkpoint import save_state, set_model_state  # noqa: E402
-from shared.config import get_preset  # noqa: E402
+from shared.recipes import get_preset  # noqa: E402
 from shared.io import CheckpointError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

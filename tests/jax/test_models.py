@@ -13,7 +13,8 @@ from flax import nnx  # noqa: E402
 from dreamer4_jax import Dynamics, Tokenizer, set_dropout_source  # noqa: E402
 from dreamer4_jax.init import ParameterMismatch, check_against_table, jax_name, named_params  # noqa: E402
 from dreamer4_jax.layers import Attention, SpaceAttention  # noqa: E402
-from shared.config import TransformerConfig, get_preset, replace  # noqa: E402
+from shared.config import TransformerConfig, replace  # noqa: E402
+from shared.recipes import get_preset  # noqa: E402
 from shared.params import count_params, param_table  # noqa: E402
 
 TINY = get_preset("tiny")

@@ -15,7 +15,8 @@ from flax import nnx  # noqa: E402
 from dreamer4_jax import Dynamics, Tokenizer  # noqa: E402
 from dreamer4_jax.layers import KVCache, add_positions, time_attention_mask  # noqa: E402
 from dreamer4_jax.sampler import Sampler, rollout  # noqa: E402
-from shared.config import get_preset, replace  # noqa: E402
+from shared.config import replace  # noqa: E402
+from shared.recipes import get_preset  # noqa: E402
 
 PAPER_TF = dict(transformer__qk_norm=True, transformer__final_norm=True, transformer__n_kv_heads=1,
                 transformer__logit_softcap=30.0, transformer__time_rope=True)

@@ -18,7 +18,7 @@ from flax import nnx  # noqa: E402
 from dreamer4_jax import Dynamics, Tokenizer  # noqa: E402
 from dreamer4_jax.train import (OptimizerConfig, Trainer, clip_grad_norm_like_torch, decay_mask,  # noqa: E402
                                 make_optimizer, optimizer_labels)
-from shared.config import get_preset  # noqa: E402
+from shared.recipes import get_preset  # noqa: E402
 from shared.io import CheckpointError  # noqa: E402
 from shared.params import decay_names, param_table  # noqa: E402
 

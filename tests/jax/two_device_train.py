@@ -16,7 +16,8 @@ import numpy as np
 
 from dreamer4_jax import Dynamics, Tokenizer
 from dreamer4_jax.train import OptimizerConfig, Trainer
-from shared.config import get_preset, replace
+from shared.config import replace
+from shared.recipes import get_preset
 
 TINY = get_preset("tiny")
 B, T = 4, 3

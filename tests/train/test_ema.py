@@ -8,7 +8,7 @@ from dreamer4_torch.checkpoint import build_model
 from dreamer4_torch.train.distributed import World
 from dreamer4_torch.train.ema import Ema, ema_beta
 from dreamer4_torch.train.runner import evaluation_model
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 
 def test_the_average_follows_its_recursion_with_a_warm_up():

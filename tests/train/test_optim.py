@@ -5,7 +5,7 @@ import torch
 
 from dreamer4_torch import Dynamics, Tokenizer
 from dreamer4_torch.train.optim import MuonAdamW, make_optimizer, muon_parameters, orthogonalise
-from shared.config import get_preset
+from shared.recipes import get_preset
 
 
 def run_steps(params, optimizer, grads, lrs):

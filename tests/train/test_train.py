@@ -170,7 +170,7 @@ def test_clear_errors(tiny_data, tiny_tokenizer, tmp_path):
     assert r.returncode != 0 and "holds 16x16 frames but the model expects 64x64" in r.stderr
     # a dynamics checkpoint where the tokenizer belongs
     from dreamer4_torch import Dynamics, save_model
-    from shared.config import get_preset
+    from shared.recipes import get_preset
     save_model(Dynamics(get_preset("tiny").dynamics), tmp_path / "dyn")
     r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "d", "--tokenizer", tmp_path / "dyn", *FAST))
     assert r.returncode != 0 and "holds a dynamics checkpoint, but a tokenizer checkpoint was expected" in r.stderr

@@ -1,0 +1,146 @@
+"""The parts of a recipe: the model config (`Preset`), one training recipe per trainer
+(`TokenizerRecipe`, `DynamicsRecipe`) and the pipeline settings of the quickstart (`Pipeline`).
+
+Every part is a frozen dataclass that checks itself when built, so a recipe module that imports
+is a valid recipe. Training lengths are optimizer steps, never minutes: the same recipe gives the
+same model on a fast machine and on a slow or busy one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from shared.config import ConfigError, DynamicsConfig, TokenizerConfig, check_compatible
+from shared.data.tasks import get_task
+from shared.optim import OPTIMIZERS
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The model config of a recipe: a tokenizer and a dynamics model that runs on its latents."""
+
+    name: str
+    description: str
+    tokenizer: TokenizerConfig
+    dynamics: DynamicsConfig = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self.tokenizer.validate()
+        self.dynamics.validate()
+        check_compatible(self.tokenizer, self.dynamics)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRecipe:
+    """One trainer's defaults: `shared.train_options.resolve` fills every option the user left
+    unset (None) from these fields, under the same names."""
+
+    steps: int                 # optimizer steps; also the length of the cosine schedule
+    batch_size: int            # sequences per micro-batch per process
+    frames: int                # frames per training sequence
+    lr: float                  # peak learning rate
+    warmup_steps: int          # linear warm-up before the cosine decay
+    optimizer: str             # one of shared.optim.OPTIMIZERS
+    ema_decay: float           # weights' moving average; 0 = off
+    # What an application (the quickstart) passes as --eval-every / --eval-sequences; evaluation
+    # reads the model and never changes it.
+    eval_every: int
+    eval_sequences: int
+
+    def __post_init__(self) -> None:
+        what = type(self).__name__
+        for name in ("steps", "batch_size", "frames", "eval_every", "eval_sequences"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"{what}.{name} must be a positive integer, got {value!r}")
+        _require(self.lr > 0, f"{what}.lr must be positive, got {self.lr!r}")
+        _require(0 <= self.warmup_steps < self.steps,
+                 f"{what}.warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps!r}")
+        _require(self.optimizer in OPTIMIZERS,
+                 f"{what}.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        _require(0.0 <= self.ema_decay < 1.0, f"{what}.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+
+    def option_defaults(self) -> dict:
+        """The fields as trainer options: {option name: value}."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerRecipe(TrainRecipe):
+    mse_on: str                # reconstruction loss over "masked" patches (upstream) or "all"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.mse_on in ("masked", "all"),
+                 f"TokenizerRecipe.mse_on must be 'masked' or 'all', got {self.mse_on!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicsRecipe(TrainRecipe):
+    bootstrap_start: int       # step from which a fraction of each batch are bootstrap (shortcut) rows
+    bootstrap_fraction: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(0 <= self.bootstrap_start < self.steps,
+                 f"DynamicsRecipe.bootstrap_start must be in [0, steps={self.steps}), got {self.bootstrap_start!r}")
+        _require(0.0 <= self.bootstrap_fraction < 1.0,
+                 f"DynamicsRecipe.bootstrap_fraction must be in [0, 1), got {self.bootstrap_fraction!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    """What the quickstart collects and where it writes (the frame size is the preset's)."""
+
+    tasks: tuple[str, ...]     # DMControl tasks (shared.data.tasks names)
+    episodes_per_task: int
+    episode_steps: int         # agent steps per episode (500 = a whole episode)
+    data_dir: str              # default data set directory
+    run_dir: str               # default run directory (RUN_DIR/tokenizer, RUN_DIR/dynamics)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.tasks, tuple) and len(self.tasks) > 0,
+                 f"Pipeline.tasks must be a non-empty tuple of task names, got {self.tasks!r}")
+        for task in self.tasks:
+            get_task(task)
+        for name in ("episodes_per_task", "episode_steps"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"Pipeline.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Model config + the two trainers' recipes + pipeline settings, under one name."""
+
+    name: str
+    description: str
+    preset: Preset
+    tokenizer: TokenizerRecipe
+    dynamics: DynamicsRecipe
+    pipeline: Pipeline
+
+    def __post_init__(self) -> None:
+        _require(self.preset.name == self.name,
+                 f"recipe {self.name!r} holds the preset {self.preset.name!r}; a recipe and its preset share the name")
+        _require(isinstance(self.tokenizer, TokenizerRecipe) and isinstance(self.dynamics, DynamicsRecipe),
+                 f"recipe {self.name!r}: tokenizer must be a TokenizerRecipe and dynamics a DynamicsRecipe")
+        tok = self.preset.tokenizer
+        _require(tok.image_height == tok.image_width,
+                 f"recipe {self.name!r}: the collector renders square frames, the tokenizer takes "
+                 f"{tok.image_height}x{tok.image_width}")
+
+    @property
+    def image_size(self) -> int:
+        """Frame height and width of the data set: the tokenizer's (its frames are square)."""
+        return self.preset.tokenizer.image_height
+
+    def training(self, kind: str) -> TrainRecipe:
+        """The training recipe of trainer `kind` ('tokenizer' or 'dynamics')."""
+        if kind not in ("tokenizer", "dynamics"):
+            raise ConfigError(f"unknown trainer {kind!r}; recipes hold 'tokenizer' and 'dynamics'")
+        return getattr(self, kind)
