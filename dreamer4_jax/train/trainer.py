@@ -305,7 +305,10 @@ class Trainer:
         sharded = {k: self._shard(v) for k, v in inputs.items()}
         self.state, metrics = jit_train_step(self.state, sharded, graphdef=self.graphdef, tx=self.tx, kind=self.kind,
                                              n_bootstrap=n_boot, mse_on=self.mse_on)
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+        out = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if self.kind == "dynamics":
+            out["bootstrap_rows"] = float(n_boot)
+        return out
 
     def sync_model(self) -> Model:
         """Write the trained parameters (and RNG state) back into `self.model` and return it."""
@@ -333,8 +336,11 @@ class Trainer:
                           trees={TRAIN_STATE_DIR: _train_state_tree(self.state)}, extra=extra)
 
     @classmethod
-    def restore(cls, path: PathLike, devices: Optional[Iterable[jax.Device]] = None) -> "Trainer":
-        """Resume a run saved with `save`: same model, optimizer state, step and random streams."""
+    def restore(cls, path: PathLike, devices: Optional[Iterable[jax.Device]] = None, *,
+                opt: Optional[OptimizerConfig] = None) -> "Trainer":
+        """Resume a run saved with `save`: same model, optimizer state, step and random streams. `opt`
+        replaces the saved optimizer settings (e.g. a longer schedule); its state must have the same
+        structure."""
         path = Path(path)
         meta_path = path / TRAIN_STATE_FILE
         if not meta_path.is_file():
@@ -349,7 +355,8 @@ class Trainer:
         if cfg.kind != meta.get("kind"):
             raise CheckpointError(f"{meta_path} describes a {meta.get('kind')} run but {path} holds a {cfg.kind}")
         model = set_model_state(build_model(cfg), state, str(path / PARAMS_DIR))
-        trainer = cls(model, OptimizerConfig(**meta["optimizer"]), seed=meta["seed"], devices=devices,
+        opt = OptimizerConfig(**meta["optimizer"]) if opt is None else opt
+        trainer = cls(model, opt, seed=meta["seed"], devices=devices,
                       mse_on=meta["mse_on"], bootstrap_start=meta["bootstrap_start"],
                       bootstrap_fraction=meta.get("bootstrap_fraction", BOOTSTRAP_FRACTION))
         trainer.rng.bit_generator.state = meta["numpy_rng"]
