@@ -149,7 +149,8 @@ def test_dynamics_run_directory(dynamics_run):
     train = [r for r in records if "train" in r]
     assert [r["step"] for r in train] == list(range(1, 31))
     assert {"loss", "flow_mse", "grad_norm", "lr", "bootstrap_rows"} <= set(train[0]["train"])
-    assert [r["train"]["bootstrap_rows"] for r in train[3:5]] == [0.0, 2.0]    # from --bootstrap-start 5
+    # step s (from 1) is the update taken at step count s - 1: bootstrap rows from the 6th (--bootstrap-start 5)
+    assert [r["train"]["bootstrap_rows"] for r in train[4:6]] == [0.0, 2.0]
     evals = [r for r in records if "eval" in r]
     assert evals[-1]["step"] == 30 and {"psnr_h1", "floor_h1", "tokenizer_h1", "gain_h1", "psnr_all"} \
         <= set(evals[-1]["eval"])
@@ -183,7 +184,8 @@ def test_resume_refuses_changed_options(data, env, tokenizer_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(tokenizer_run, out, symlinks=True)
     r = run(cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS, "--lr", 0.5, "--resume"), env)
-    assert r.returncode == 1 and "--resume with options that change the run: --lr 0.001 -> 0.5" in r.stderr, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "--resume with options that change the run:" in r.stderr and "--lr 0.001 -> 0.5" in r.stderr, r.stderr
     r = run(cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS), env)
     assert r.returncode != 0 and "already holds a run; pass --resume" in r.stderr, r.stderr
 
