@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.train.conftest import tiny_data  # noqa: F401 - the torch trainer tests' data set fixture
+
 pytest.importorskip("jax")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,23 +75,13 @@ def wait_for(predicate, proc, timeout=400):
     return False
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """3 episodes of 2 tasks at 16x16, 40 agent steps each (1 episode per task is held out)."""
-    from shared.data.collect import CollectConfig, collect
-    path = tmp_path_factory.mktemp("jax_train_data") / "ds"
-    collect("cartpole-swingup,reacher-easy", 3, path, CollectConfig(size=16, episode_steps=40), workers=1,
-            progress=False, log=lambda *a, **k: None)
-    return path
-
-
 TOK_ARGS = ["--steps", 40, "--ckpt-every", 5, "--eval-every", 40]
 
 
 @pytest.fixture(scope="module")
-def tokenizer_run(data, env, tmp_path_factory) -> Path:
+def tokenizer_run(tiny_data, env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("jax_tok") / "run"
-    r = run(cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS), env)
+    r = run(cli("tokenizer", "--data", tiny_data, "--out", out, *FAST, *TOK_ARGS), env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out
 
@@ -111,9 +103,9 @@ def test_tokenizer_run_directory(tokenizer_run):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
-def test_killed_tokenizer_run_resumes_with_identical_losses(data, env, tokenizer_run, tmp_path):
+def test_killed_tokenizer_run_resumes_with_identical_losses(tiny_data, env, tokenizer_run, tmp_path):
     out = tmp_path / "killed"
-    cmd = cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS)
+    cmd = cli("tokenizer", "--data", tiny_data, "--out", out, *FAST, *TOK_ARGS)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     saved = wait_for(lambda: (out / "checkpoints" / "latest").exists(), proc)
     proc.send_signal(signal.SIGKILL)
@@ -135,9 +127,9 @@ DYN_ARGS = ["--steps", 30, "--ckpt-every", 10, "--optimizer", "muon", "--ema-dec
 
 
 @pytest.fixture(scope="module")
-def dynamics_run(data, env, tokenizer_run, tmp_path_factory) -> Path:
+def dynamics_run(tiny_data, env, tokenizer_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("jax_dyn") / "run"
-    r = run(cli("dynamics", "--data", data, "--tokenizer", tokenizer_run / "checkpoints" / "latest", "--out", out,
+    r = run(cli("dynamics", "--data", tiny_data, "--tokenizer", tokenizer_run / "checkpoints" / "latest", "--out", out,
                 *FAST, *DYN_FAST, *DYN_ARGS), env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out
@@ -157,9 +149,9 @@ def test_dynamics_run_directory(dynamics_run):
     assert isinstance(load_model(dynamics_run / "checkpoints" / "latest", kind="dynamics"), Dynamics)
 
 
-def test_stopped_dynamics_run_resumes_with_identical_losses(data, env, tokenizer_run, dynamics_run, tmp_path):
+def test_stopped_dynamics_run_resumes_with_identical_losses(tiny_data, env, tokenizer_run, dynamics_run, tmp_path):
     out = tmp_path / "stopped"
-    cmd = cli("dynamics", "--data", data, "--tokenizer", tokenizer_run / "checkpoints" / "latest", "--out", out,
+    cmd = cli("dynamics", "--data", tiny_data, "--tokenizer", tokenizer_run / "checkpoints" / "latest", "--out", out,
               *FAST, *DYN_FAST, *DYN_ARGS)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
@@ -179,14 +171,14 @@ def test_stopped_dynamics_run_resumes_with_identical_losses(data, env, tokenizer
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_resume_refuses_changed_options(data, env, tokenizer_run, tmp_path):
+def test_resume_refuses_changed_options(tiny_data, env, tokenizer_run, tmp_path):
     import shutil
     out = tmp_path / "copy"
     shutil.copytree(tokenizer_run, out, symlinks=True)
-    r = run(cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS, "--lr", 0.5, "--resume"), env)
+    r = run(cli("tokenizer", "--data", tiny_data, "--out", out, *FAST, *TOK_ARGS, "--lr", 0.5, "--resume"), env)
     assert r.returncode == 1, r.stderr
     assert "--resume with options that change the run:" in r.stderr and "--lr 0.001 -> 0.5" in r.stderr, r.stderr
-    r = run(cli("tokenizer", "--data", data, "--out", out, *FAST, *TOK_ARGS), env)
+    r = run(cli("tokenizer", "--data", tiny_data, "--out", out, *FAST, *TOK_ARGS), env)
     assert r.returncode != 0 and "already holds a run; pass --resume" in r.stderr, r.stderr
 
 
@@ -220,14 +212,23 @@ def test_help_lists_and_explains_every_option(kind, env):
     assert "have no JAX counterpart" in " ".join(r.stdout.split())
 
 
-def test_a_torch_tokenizer_is_refused_with_the_conversion_command(data, env, tmp_path):
+def test_a_torch_tokenizer_is_refused_with_the_conversion_command(tiny_data, env, tmp_path):
     torch = pytest.importorskip("torch")
     from dreamer4_torch import Tokenizer
     from dreamer4_torch.checkpoint import save_model
     from shared.config import get_preset
     torch.manual_seed(0)
     save_model(Tokenizer(get_preset("tiny").tokenizer), tmp_path / "torch_tok")
-    r = run(cli("dynamics", "--data", data, "--tokenizer", tmp_path / "torch_tok", "--out", tmp_path / "run", *FAST),
+    r = run(cli("dynamics", "--data", tiny_data, "--tokenizer", tmp_path / "torch_tok", "--out", tmp_path / "run", *FAST),
             env, timeout=120)
     assert r.returncode != 0
     assert "is a PyTorch checkpoint" in r.stderr and "python -m convert torch-to-jax" in r.stderr, r.stderr
+
+
+def test_the_trainer_never_imports_torch(env):
+    code = ("import sys, dreamer4_jax.train.__main__, dreamer4_jax.train.runner, dreamer4_jax.train.tokenizer, "
+            "dreamer4_jax.train.dynamics\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'dreamer4_torch', 'convert')]\n"
+            "assert not bad, bad\nprint('ok')")
+    r = run([sys.executable, "-c", code], env, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
