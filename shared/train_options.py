@@ -13,11 +13,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from shared.config import ConfigError
 from shared.optim import OPTIMIZERS
-from shared.recipes import get_recipe
+from shared.recipes import get_preset, get_recipe
 
 
 def opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse
@@ -90,13 +90,25 @@ class DynamicsOptions(CommonOptions):
     eval_sampling_steps: int = opt(4, "shortcut steps K per generated frame in evaluation")
 
 
-def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(cls, prog: str, description: str,
+                 offered: Optional[Mapping[str, Optional[str]]] = None) -> argparse.ArgumentParser:
+    """A parser with a flag per field of `cls`, or, for a trainer that supports only some (the JAX one),
+    per field named in `offered`, whose value (when not None) replaces the field's help text; the other
+    fields keep their defaults."""
+    if offered is not None:
+        unknown = set(offered) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
+        if offered is not None and f.name not in offered:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         help_text = meta.pop("help", "")
+        if offered is not None and offered[f.name] is not None:
+            help_text = offered[f.name]
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         if kind == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
@@ -136,11 +148,76 @@ def resolve(options, kind: str):
     return options
 
 
-def options_to_json(options) -> str:
-    return json.dumps(dataclasses.asdict(options), indent=2, sort_keys=True) + "\n"
+def options_to_json(options, fields: Optional[Iterable[str]] = None) -> str:
+    """The options as JSON (RUN_DIR/options.json); `fields`: only these (the ones a trainer offers)."""
+    data = dataclasses.asdict(options)
+    if fields is not None:
+        data = {name: data[name] for name in fields}
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def options_from_json(cls, path: Path):
     data = json.loads(Path(path).read_text())
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# -- Framework-free pieces of a trainer's set-up (the JAX trainer uses them; they hold no tensor).
+
+# Options a resumed run may change: they do not alter what the next steps compute.
+RESUME_MAY_CHANGE = frozenset({"resume", "max_minutes", "steps", "workers", "log_every", "eval_every", "ckpt_every",
+                               "keep_checkpoints", "tensorboard", "wandb"})
+
+
+def resume_changes(options, saved: Mapping[str, Any], fields: Optional[Iterable[str]] = None) -> list[str]:
+    """The options (of `fields`, default all) that differ from the run's recorded options.json `saved`
+    and may not change on --resume, as "--name old -> new"."""
+    now = dataclasses.asdict(options)
+    names = now if fields is None else list(fields)
+    return [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in names
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]]
+
+
+def tokenizer_config_from(options):
+    """The tokenizer config of a run: --model-config's, or the preset's; --mae-p-max applied; recording
+    the clip length it trains on (--frames), by which encode/decode chunk longer clips."""
+    from shared.config import TokenizerConfig, config_from_json, replace
+    if options.model_config:
+        cfg = config_from_json(Path(options.model_config).read_text())
+        if not isinstance(cfg, TokenizerConfig):
+            raise SystemExit(f"error: --model-config {options.model_config} is a {cfg.kind} config, not a tokenizer")
+    else:
+        cfg = get_preset(options.preset).tokenizer
+    if options.mae_p_max is not None:
+        cfg = replace(cfg, mae_p_max=options.mae_p_max, mae_p_min=min(cfg.mae_p_min, options.mae_p_max))
+    return replace(cfg, clip_frames=options.frames)
+
+
+def dynamics_config_from(options, tokenizer_cfg):
+    """The dynamics config of a run on `tokenizer_cfg`: --model-config's, or the preset's sized to the
+    tokenizer; checked against the tokenizer and --eval-sampling-steps before any training."""
+    from shared.config import DynamicsConfig, check_compatible, config_from_json, dynamics_for_tokenizer
+    from shared.shortcut import inference_plan
+    if options.model_config:
+        cfg = config_from_json(Path(options.model_config).read_text())
+        if not isinstance(cfg, DynamicsConfig):
+            raise SystemExit(f"error: --model-config {options.model_config} is a {cfg.kind} config, not dynamics")
+    else:
+        cfg = dynamics_for_tokenizer(tokenizer_cfg, get_preset(options.preset).dynamics)
+    try:
+        check_compatible(tokenizer_cfg, cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: --tokenizer {options.tokenizer} does not fit the dynamics model: {e}") from e
+    try:
+        inference_plan(cfg.k_max, options.eval_sampling_steps)
+    except ValueError as e:
+        raise SystemExit(f"error: --eval-sampling-steps: {e}") from None
+    return cfg
+
+
+def check_frame_size(dataset, cfg, path: str) -> None:
+    """The data set's frames must be the (tokenizer) config's size."""
+    if (dataset.height, dataset.width) != (cfg.image_height, cfg.image_width) or cfg.channels != 3:
+        raise SystemExit(f"error: {path} holds {dataset.height}x{dataset.width} frames but the model expects "
+                         f"{cfg.image_height}x{cfg.image_width} (preset/config); collect data with "
+                         f"--size {cfg.image_height} or choose a matching preset")

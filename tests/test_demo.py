@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from demo.backend import StartupError, TorchWorldModel, load_backend
+from demo.backend import StartupError, load_backend
 from demo.data import DatasetSource, NoDataSource
 from demo.session import Session, open_loop, side_by_side_gif, comparison_grid
 from dreamer4_torch import Dynamics, Tokenizer, save_model

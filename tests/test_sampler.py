@@ -1,6 +1,5 @@
 """The sampler: upstream's semantics (uncached), and KV-cached generation equal to it to fp32 rounding."""
 
-import itertools
 import math
 
 import pytest

@@ -18,7 +18,6 @@ directory is written.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch

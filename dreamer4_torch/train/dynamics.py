@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.config import DynamicsConfig, check_compatible, config_from_json, dynamics_for_tokenizer
-from shared.recipes import get_preset
 from shared.data.format import open_dataset
 from shared.data.windows import WindowSampler, split_episodes
 from shared.io import CheckpointError
-from shared.shortcut import draw_shortcut_indices, inference_plan, n_bootstrap_rows
+from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
+from shared.train_options import check_frame_size, dynamics_config_from
 
 from ..checkpoint import load_model
 from ..dynamics import Dynamics
@@ -23,27 +22,8 @@ from .common import (BatchStream, decode_chunked, encode_chunked, frame_mse, gri
                      to_uint8, to_video, tokenizer_clip_frames)
 from .latents import LatentWindowDataset, build_latent_cache
 from .runner import Task
-from .tokenizer import check_data
 
 EVAL_HORIZONS = (1, 4, 8, 16)
-
-
-def dynamics_config(options, tokenizer_cfg) -> DynamicsConfig:
-    if options.model_config:
-        cfg = config_from_json(Path(options.model_config).read_text())
-        if not isinstance(cfg, DynamicsConfig):
-            raise SystemExit(f"error: --model-config {options.model_config} is a {cfg.kind} config, not dynamics")
-    else:
-        cfg = dynamics_for_tokenizer(tokenizer_cfg, get_preset(options.preset).dynamics)
-    try:
-        check_compatible(tokenizer_cfg, cfg)
-    except ValueError as e:
-        raise SystemExit(f"error: --tokenizer {options.tokenizer} does not fit the dynamics model: {e}") from e
-    try:   # here, not at the first evaluation after eval_every steps of training
-        inference_plan(cfg.k_max, options.eval_sampling_steps)
-    except ValueError as e:
-        raise SystemExit(f"error: --eval-sampling-steps: {e}") from None
-    return cfg
 
 
 class DynamicsTask(Task):
@@ -59,9 +39,9 @@ class DynamicsTask(Task):
         for p in self.tokenizer.parameters():
             p.requires_grad_(False)
         tok_cfg = self.tokenizer.config
-        self.config = dynamics_config(options, tok_cfg)
+        self.config = dynamics_config_from(options, tok_cfg)
         dataset = open_dataset(options.data)
-        check_data(dataset, tok_cfg, options.data)
+        check_frame_size(dataset, tok_cfg, options.data)
         # Never run the tokenizer on clips longer than it was trained on (see common.py).
         self.chunk = tokenizer_clip_frames(Path(options.tokenizer)) or options.frames
         self.train_eps, self.heldout_eps = split_episodes(dataset, holdout_per_task=options.holdout_per_task,

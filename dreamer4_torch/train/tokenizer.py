@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from shared.config import TokenizerConfig, config_from_json, replace
-from shared.recipes import get_preset
 from shared.data.format import open_dataset
 from shared.data.windows import WindowSampler, split_episodes
+from shared.train_options import check_frame_size, tokenizer_config_from
 
 from ..losses import tokenizer_loss
 from ..tokenizer import Tokenizer
@@ -18,36 +15,15 @@ from .common import BatchStream, frame_mse, grid, psnr, psnr_of, shard, to_uint8
 from .runner import Task
 
 
-def tokenizer_config(options) -> TokenizerConfig:
-    """The model config of a tokenizer run, recording the clip length it trains on (--frames):
-    encode/decode chunk longer clips by it."""
-    if options.model_config:
-        cfg = config_from_json(Path(options.model_config).read_text())
-        if not isinstance(cfg, TokenizerConfig):
-            raise SystemExit(f"error: --model-config {options.model_config} is a {cfg.kind} config, not a tokenizer")
-    else:
-        cfg = get_preset(options.preset).tokenizer
-    if options.mae_p_max is not None:
-        cfg = replace(cfg, mae_p_max=options.mae_p_max, mae_p_min=min(cfg.mae_p_min, options.mae_p_max))
-    return replace(cfg, clip_frames=options.frames)
-
-
-def check_data(dataset, cfg: TokenizerConfig, path: str) -> None:
-    if (dataset.height, dataset.width) != (cfg.image_height, cfg.image_width) or cfg.channels != 3:
-        raise SystemExit(f"error: {path} holds {dataset.height}x{dataset.width} frames but the model expects "
-                         f"{cfg.image_height}x{cfg.image_width} (preset/config); collect data with "
-                         f"--size {cfg.image_height} or choose a matching preset")
-
-
 class TokenizerTask(Task):
     kind = "tokenizer"
 
     def __init__(self, options, world: D.World):
         from dreamer4_torch.data import WindowDataset
         self.options, self.world = options, world
-        self.config = tokenizer_config(options)
+        self.config = tokenizer_config_from(options)
         dataset = open_dataset(options.data)
-        check_data(dataset, self.config, options.data)
+        check_frame_size(dataset, self.config, options.data)
         train_eps, self.heldout_eps = split_episodes(dataset, holdout_per_task=options.holdout_per_task, seed=0)
         if len(self.heldout_eps) == 0:
             raise SystemExit(f"error: {options.data} has no held-out episodes (--holdout-per-task "

@@ -1,44 +1,5 @@
-"""Training in JAX: the optimizer matched to PyTorch's, a jit-compiled data-parallel train step for each
-model, and training state that saves into (and resumes from) a native checkpoint directory.
-
-## The optimizer, and how it reproduces torch's
-
-The PyTorch recipe this matches (upstream's, plus optional clipping):
-
-    groups = [{"params": decayed, "weight_decay": wd}, {"params": others, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps)
-    loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm); opt.step()
-
-torch's AdamW at step t (t from 1), for a parameter p with gradient g:
-    p <- p - lr * wd * p                                   (decoupled decay, decayed group only)
-    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
-    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps)
-`make_optimizer` builds the optax chain
-    clip_grad_norm_like_torch(max_grad_norm)               (only when max_grad_norm is set)
-    optax.adamw(lr, b1, b2, eps, eps_root=0, weight_decay=wd, mask=decay_mask(cfg, policy))
-optax.adamw = scale_by_adam (u = m_hat / (sqrt(v_hat) + eps): bias-corrected moments, eps outside the
-square root, as torch) -> add_decayed_weights (u + wd * p on the masked leaves) -> scale by -lr, so the
-update is p <- p - lr * wd * p - lr * u: torch's step exactly (decay uses the pre-step p in both), up to
-float rounding (torch divides sqrt(v) by sqrt(1 - b2^t), optax takes sqrt(v / (1 - b2^t))).
-Every hyperparameter is passed explicitly: optax.adamw's default weight decay is 1e-4, torch's 0.01.
-
-torch.nn.utils.clip_grad_norm_ computes the global 2-norm N over all gradients and multiplies every
-gradient by min(1, max_norm / (N + 1e-6)); `clip_grad_norm_like_torch` does exactly that (optax's own
-clip_by_global_norm divides by N without the 1e-6).
-
-Which parameters decay (`decay` policy; shared.params.decay_names, the same names for both backends):
-    "all"      every parameter, as upstream (`AdamW(model.parameters(), weight_decay=0.01)`); the default.
-    "weights"  linear weights only (no decay on biases, norm scales, embeddings or learned tokens).
-
-`OptimizerConfig(kind="muon")` is dreamer4_torch.train.optim.MuonAdamW (the torch trainer's
-`--optimizer muon`): the hidden matrices (shared.params.hidden_matrix_names) take
-    scale_by_muon (m <- 0.95 m + g; u = NS5(g + 0.95 m) * 0.2 sqrt(max(shape))) -> add_decayed_weights(wd)
-    -> scale(-lr),
-i.e. p <- p - lr * wd * p - lr * u as torch, with the Newton-Schulz iteration NS5 run on the wide
-orientation in float32 so that a kernel (in, out) gets the transpose of torch's (out, in) update; every
-other parameter takes the AdamW chain above (optax.multi_transform), after the shared clipping.
-
-## The train step
+"""The JAX train step and its state: a jit-compiled data-parallel step for each model, and training state
+that saves into (and resumes from) a native checkpoint directory. The optimizer is in optim.py.
 
 `Trainer` holds the model split into (graphdef, params, rest) — `rest` being the model's non-parameter
 state (its dropout RNG streams) — plus the optax state and the step, as one `TrainState` pytree, and
@@ -60,7 +21,6 @@ import dataclasses
 import functools
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
@@ -73,145 +33,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
-from shared.optim import (MUON_MOMENTUM, NEWTON_SCHULZ, NEWTON_SCHULZ_EPS, NEWTON_SCHULZ_STEPS, OPTIMIZERS,
-                          muon_lr_scale)
-from shared.params import DECAY_POLICIES, decays, hidden_matrix_names, param_table
-from shared.shortcut import draw_shortcut_indices, n_bootstrap_rows
+from shared.shortcut import BOOTSTRAP_FRACTION, draw_shortcut_indices, n_bootstrap_rows
 
-from .checkpoint import (PARAMS_DIR, build_model, load_state, restore_tree, save_model, set_model_state,
-                         tree_metadata)
-from .dynamics import Dynamics, pack
-from .init import jax_name
-from .losses import shortcut_loss, tokenizer_loss
-from .tokenizer import Tokenizer
+from ..checkpoint import (PARAMS_DIR, build_model, load_state, model_state, restore_tree, save_state,
+                          set_model_state, tree_metadata)
+from ..dynamics import Dynamics, pack
+from ..losses import shortcut_loss, tokenizer_loss
+from ..tokenizer import Tokenizer
+from .optim import OptimizerConfig, make_optimizer, param_name, path_key
 
 PathLike = Union[str, os.PathLike]
 TRAIN_STATE_DIR = "train_state"
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_STATE_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizer
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """torch.optim.AdamW(lr, betas, eps, weight_decay) + clip_grad_norm_(max_grad_norm); with kind "muon",
-    the transformer's hidden matrices on Muon instead (see the module docstring).
-
-    Defaults are upstream's (lr 1e-4, weight decay 0.01 on every parameter); upstream clips the
-    dynamics at 1.0 and does not clip the tokenizer (max_grad_norm None)."""
-
-    lr: float = 1e-4
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    max_grad_norm: Optional[float] = None
-    decay: str = "all"
-    kind: str = "adamw"
-
-    def validate(self) -> None:
-        if self.kind not in OPTIMIZERS:
-            raise ValueError(f"optimizer kind must be one of {OPTIMIZERS}, got {self.kind!r}")
-        if self.decay not in DECAY_POLICIES:
-            raise ValueError(f"optimizer decay policy must be one of {DECAY_POLICIES}, got {self.decay!r}")
-        if not (self.lr > 0 and 0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps >= 0 and self.weight_decay >= 0):
-            raise ValueError(f"invalid optimizer settings {self}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-
-
-def _per_param(params: nnx.State, cfg: ModelConfig, value_of):
-    """A pytree shaped like `params` (an nnx.State of the model's Params) of value_of(ParamSpec)."""
-    by_name = {jax_name(p): value_of(p) for p in param_table(cfg)}
-
-    def name_of(path) -> str:
-        keys = [_key(k) for k in path]
-        return "/".join(keys[:-1] if keys and keys[-1] == "value" else keys)
-
-    return jax.tree_util.tree_map_with_path(lambda path, _: by_name[name_of(path)], params)
-
-
-def decay_mask(params: nnx.State, cfg: ModelConfig, policy: str):
-    """A pytree of bools shaped like `params`: True = decays."""
-    return _per_param(params, cfg, lambda spec: decays(spec, policy))
-
-
-def optimizer_labels(params: nnx.State, cfg: ModelConfig):
-    """"muon" for the hidden matrices (shared.params.hidden_matrix_names), "adamw" for the rest."""
-    hidden = hidden_matrix_names(cfg)
-    return _per_param(params, cfg, lambda spec: "muon" if spec.name in hidden else "adamw")
-
-
-def orthogonalise(g: jax.Array) -> jax.Array:
-    """Five Newton-Schulz iterations in float32 (dreamer4_torch.train.optim.orthogonalise): a nearly
-    semi-orthogonal matrix with g's singular vectors. Computed on the wide orientation, so a kernel
-    (in, out) gets exactly the transpose of what torch computes for its (out, in) weight."""
-    x = g.astype(jnp.float32)
-    x = x / (jnp.linalg.norm(x) + NEWTON_SCHULZ_EPS)
-    tall = x.shape[0] > x.shape[1]
-    if tall:
-        x = x.T
-    a, b, c = NEWTON_SCHULZ
-    for _ in range(NEWTON_SCHULZ_STEPS):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).astype(g.dtype)
-
-
-def scale_by_muon(momentum: float = MUON_MOMENTUM) -> optax.GradientTransformation:
-    """Muon's direction for matrices: m <- momentum m + g; u = orthogonalise(g + momentum m), scaled by
-    shared.optim.muon_lr_scale(shape) (torch's MuonAdamW step before the learning rate)."""
-
-    def init_fn(params):
-        return optax.TraceState(trace=jax.tree_util.tree_map(jnp.zeros_like, params))
-
-    def update_fn(updates, state, params=None):
-        del params
-        trace = jax.tree_util.tree_map(lambda g, m: momentum * m + g, updates, state.trace)
-        out = jax.tree_util.tree_map(lambda g, m: orthogonalise(g + momentum * m) * muon_lr_scale(g.shape),
-                                     updates, trace)
-        return out, optax.TraceState(trace=trace)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def clip_grad_norm_like_torch(max_norm: float) -> optax.GradientTransformation:
-    """torch.nn.utils.clip_grad_norm_: g <- g * min(1, max_norm / (||g||_2 + 1e-6)), global norm."""
-
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        del params
-        norm = optax.tree.norm(updates)
-        coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
-        return jax.tree_util.tree_map(lambda g: g * coef.astype(g.dtype), updates), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-@functools.lru_cache(maxsize=64)
-def make_optimizer(opt: OptimizerConfig, cfg: ModelConfig) -> optax.GradientTransformation:
-    """The optax chain that reproduces torch's AdamW + clip_grad_norm_ (see the module docstring), or with
-    kind "muon" dreamer4_torch.train.optim.MuonAdamW, for the params (nnx.State) of a model built from
-    `cfg`. Cached, so that trainers with equal settings share one transformation object and hence one
-    compiled train step."""
-    opt.validate()
-    mask = functools.partial(decay_mask, cfg=cfg, policy=opt.decay)
-    tx = optax.adamw(learning_rate=opt.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, eps_root=0.0,
-                     weight_decay=opt.weight_decay, mask=mask)
-    if opt.kind == "muon":
-        # Muon's matrices always decay (torch's MuonAdamW group does), the others by the policy.
-        muon = optax.chain(scale_by_muon(), optax.add_decayed_weights(opt.weight_decay), optax.scale(-opt.lr))
-        tx = optax.multi_transform({"muon": muon, "adamw": tx},
-                                   functools.partial(optimizer_labels, cfg=cfg))
-    if opt.max_grad_norm is None:
-        return tx
-    return optax.chain(clip_grad_norm_like_torch(opt.max_grad_norm), tx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,13 +59,6 @@ class TrainState:
     params: Any              # nnx.State of the model's Params
     opt_state: Any           # optax state
     rest: Any                # nnx.State of everything else (dropout / MAE RNG streams)
-
-
-def _key(k) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
 
 
 def _fresh(state):
@@ -309,7 +136,7 @@ def draw_keep_mask(rng: np.random.Generator, cfg: TokenizerConfig, batch: int, f
 
 def _flat_leaves(tree) -> tuple[list[str], list[Any], Any]:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    names = ["/".join(_key(k) for k in path) for path, _ in leaves]
+    names = ["/".join(path_key(k) for k in path) for path, _ in leaves]
     return names, [leaf for _, leaf in leaves], treedef
 
 
@@ -334,7 +161,7 @@ def _nest(flat: Mapping[str, Any]) -> dict:
 
 def _flatten_nested(tree) -> dict[str, Any]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(_key(k) for k in path): leaf for path, leaf in leaves}
+    return {"/".join(path_key(k) for k in path): leaf for path, leaf in leaves}
 
 
 def _train_state_tree(state: TrainState) -> dict:
@@ -342,6 +169,25 @@ def _train_state_tree(state: TrainState) -> dict:
     if len(set(names)) != len(names):
         raise RuntimeError("train-state leaf names are not unique")
     return _nest({n: np.asarray(jax.device_get(_storable(x))) for n, x in zip(names, leaves)})
+
+
+def check_shape(name: str, array: np.ndarray, shape: tuple) -> None:
+    """The train step's input contract: `array` has len(shape) axes, each equal to shape's entry where
+    that is not None."""
+    if array.ndim != len(shape) or any(s is not None and a != s for a, s in zip(array.shape, shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(array.shape)}")
+
+
+def params_by_name(params: nnx.State) -> dict[str, jax.Array]:
+    """An nnx.State of a model's Params as a flat {'/'-joined NNX path: array} state."""
+    return {param_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def params_from_names(like: nnx.State, flat: Mapping[str, Any]) -> nnx.State:
+    """The inverse of params_by_name: `flat`'s arrays in the structure (and placement) of `like`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.device_put(jnp.asarray(flat[param_name(path)], x.dtype), x.sharding), like)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,14 +207,15 @@ class Trainer:
     Injected draws replace the host draws (parity tests use this): "keep_mask" (B, T, Np) bool for the
     tokenizer; "signal_idx", "step_idx" (B, T), "noise" (like z1) and "n_bootstrap" for the dynamics.
 
-    mse_on: the tokenizer loss ("masked", upstream, or "all"); bootstrap_start: the step from which a
-    quarter of each dynamics batch are bootstrap rows (upstream 5000; default 0, from the start).
+    mse_on: the tokenizer loss ("masked", upstream, or "all"); bootstrap_start: the step from which
+    `bootstrap_fraction` (default a quarter) of each dynamics batch are bootstrap rows (upstream 5000;
+    default 0, from the start).
     `model` is put in training mode; its dropout sources (set_dropout_source) are kept.
     """
 
     def __init__(self, model: Model, opt: OptimizerConfig = OptimizerConfig(), *, seed: int = 0,
                  devices: Optional[Iterable[jax.Device]] = None, mse_on: str = "masked",
-                 bootstrap_start: int = 0):
+                 bootstrap_start: int = 0, bootstrap_fraction: float = BOOTSTRAP_FRACTION):
         if not isinstance(model, (Tokenizer, Dynamics)):
             raise TypeError("Trainer expects a dreamer4_jax Tokenizer or Dynamics")
         if mse_on not in ("masked", "all"):
@@ -379,6 +226,7 @@ class Trainer:
         self.opt = opt
         self.mse_on = mse_on
         self.bootstrap_start = int(bootstrap_start)
+        self.bootstrap_fraction = float(bootstrap_fraction)
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.mesh = make_mesh(devices)
@@ -418,29 +266,37 @@ class Trainer:
                              "of the mesh")
         if self.kind == "tokenizer":
             video = np.asarray(batch["video"], dtype=np.float32)
+            check_shape("video", video, (None, None, c.channels, c.image_height, c.image_width))
             B, T = video.shape[:2]
             keep = batch.get("keep_mask")
             if keep is None:
                 keep = draw_keep_mask(self.rng, c, B, T)
             inputs, n_boot = {"video": video, "keep_mask": np.asarray(keep, dtype=bool)}, 0
         else:
-            z1 = pack(np.asarray(batch["latents"], dtype=np.float32), c.packing_factor) \
-                if "z1" not in batch else np.asarray(batch["z1"], np.float32)
+            if "z1" in batch:
+                z1 = np.asarray(batch["z1"], np.float32)
+                check_shape("z1", z1, (None, None, c.n_spatial, c.d_spatial))
+            else:
+                latents = np.asarray(batch["latents"], dtype=np.float32)
+                check_shape("latents", latents, (None, None, c.n_latents, c.d_bottleneck))
+                z1 = pack(latents, c.packing_factor)
             B, T = z1.shape[:2]
             if "signal_idx" in batch:
                 signal_idx, step_idx = batch["signal_idx"], batch["step_idx"]
                 n_boot = int(batch["n_bootstrap"])
                 noise = batch["noise"]
             else:
-                n_boot = n_bootstrap_rows(B, self.step_count, self.bootstrap_start)
+                n_boot = n_bootstrap_rows(B, self.step_count, self.bootstrap_start, self.bootstrap_fraction)
                 draw = draw_shortcut_indices(self.rng, B, T, c.k_max, n_boot)
                 signal_idx, step_idx = draw.signal_idx, draw.step_idx
                 noise = self.rng.standard_normal(z1.shape, dtype=np.float32)
             inputs = {"z1": z1, "signal_idx": np.asarray(signal_idx, np.int32),
                       "step_idx": np.asarray(step_idx, np.int32), "noise": np.asarray(noise, np.float32)}
-            for name in ("actions", "act_mask"):
-                if batch.get(name) is not None:
-                    inputs[name] = np.asarray(batch[name], np.float32)
+            if batch.get("actions") is not None:
+                inputs["actions"] = np.asarray(batch["actions"], np.float32)
+                check_shape("actions", inputs["actions"], (B, T, c.action_dim))
+            if batch.get("act_mask") is not None:
+                inputs["act_mask"] = np.asarray(batch["act_mask"], np.float32)
         return inputs, n_boot
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
@@ -449,7 +305,10 @@ class Trainer:
         sharded = {k: self._shard(v) for k, v in inputs.items()}
         self.state, metrics = jit_train_step(self.state, sharded, graphdef=self.graphdef, tx=self.tx, kind=self.kind,
                                              n_bootstrap=n_boot, mse_on=self.mse_on)
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+        out = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if self.kind == "dynamics":
+            out["bootstrap_rows"] = float(n_boot)
+        return out
 
     def sync_model(self) -> Model:
         """Write the trained parameters (and RNG state) back into `self.model` and return it."""
@@ -457,22 +316,31 @@ class Trainer:
         return self.model
 
     # -- checkpoints
-    def save(self, path: PathLike, extra_state: Optional[Mapping[str, Any]] = None) -> Path:
+    def save(self, path: PathLike, extra_state: Optional[Mapping[str, Any]] = None, *,
+             weights: Optional[Mapping[str, Any]] = None, files: Optional[Mapping[str, bytes]] = None) -> Path:
         """Write the model checkpoint plus the training state (atomic). `extra_state` is any
-        JSON-serialisable dict stored with it (e.g. the data loader's position)."""
+        JSON-serialisable dict stored with it (e.g. the data loader's position). `weights` (a flat
+        {'/'-joined NNX path: array} state, e.g. a moving average) replaces the trained parameters as the
+        checkpoint's model weights (`params/`, what load_model reads); the training state always holds the
+        trained ones. `files` maps further file names to their bytes."""
         self.sync_model()
         meta = {
             "format_version": TRAIN_STATE_VERSION, "kind": self.kind, "step": self.step_count,
             "optimizer": dataclasses.asdict(self.opt), "mse_on": self.mse_on,
-            "bootstrap_start": self.bootstrap_start, "seed": self.seed,
+            "bootstrap_start": self.bootstrap_start, "bootstrap_fraction": self.bootstrap_fraction, "seed": self.seed,
             "numpy_rng": self.rng.bit_generator.state, "extra": dict(extra_state or {}),
         }
-        return save_model(self.model, path, trees={TRAIN_STATE_DIR: _train_state_tree(self.state)},
-                          extra={TRAIN_STATE_FILE: (json.dumps(meta, indent=2, default=int) + "\n").encode()})
+        extra = dict(files or {})
+        extra[TRAIN_STATE_FILE] = (json.dumps(meta, indent=2, default=int) + "\n").encode()
+        return save_state(path, self.config, model_state(self.model) if weights is None else weights,
+                          trees={TRAIN_STATE_DIR: _train_state_tree(self.state)}, extra=extra)
 
     @classmethod
-    def restore(cls, path: PathLike, devices: Optional[Iterable[jax.Device]] = None) -> "Trainer":
-        """Resume a run saved with `save`: same model, optimizer state, step and random streams."""
+    def restore(cls, path: PathLike, devices: Optional[Iterable[jax.Device]] = None, *,
+                opt: Optional[OptimizerConfig] = None) -> "Trainer":
+        """Resume a run saved with `save`: same model, optimizer state, step and random streams. `opt`
+        replaces the saved optimizer settings (e.g. a longer schedule); its state must have the same
+        structure."""
         path = Path(path)
         meta_path = path / TRAIN_STATE_FILE
         if not meta_path.is_file():
@@ -487,10 +355,13 @@ class Trainer:
         if cfg.kind != meta.get("kind"):
             raise CheckpointError(f"{meta_path} describes a {meta.get('kind')} run but {path} holds a {cfg.kind}")
         model = set_model_state(build_model(cfg), state, str(path / PARAMS_DIR))
-        trainer = cls(model, OptimizerConfig(**meta["optimizer"]), seed=meta["seed"], devices=devices,
-                      mse_on=meta["mse_on"], bootstrap_start=meta["bootstrap_start"])
+        opt = OptimizerConfig(**meta["optimizer"]) if opt is None else opt
+        trainer = cls(model, opt, seed=meta["seed"], devices=devices,
+                      mse_on=meta["mse_on"], bootstrap_start=meta["bootstrap_start"],
+                      bootstrap_fraction=meta.get("bootstrap_fraction", BOOTSTRAP_FRACTION))
         trainer.rng.bit_generator.state = meta["numpy_rng"]
         trainer.extra_state = meta.get("extra", {})
+        trainer.checkpoint_weights = state      # params/: the trained weights, or what `save(weights=)` stored
         trainer.state = trainer._restore_state(path / TRAIN_STATE_DIR)
         if trainer.step_count != meta["step"]:
             raise CheckpointError(f"{path}: train state step {trainer.step_count} != {meta_path} step {meta['step']}")
