@@ -56,8 +56,9 @@ class CommonOptions:
     workers: int = opt(2, "DataLoader worker processes per training process")
     holdout_per_task: int = opt(1, "episodes per task held out for evaluation")
     log_every: int = opt(25, "log training metrics every N steps")
-    eval_every: int = opt(500, "evaluate on held-out episodes every N steps (and at the end)")
-    eval_sequences: int = opt(16, "held-out sequences per evaluation")
+    eval_every: Optional[int] = opt(None, "evaluate on held-out episodes every N steps (and at the end); recipe "
+                                    "default per preset")
+    eval_sequences: Optional[int] = opt(None, "held-out sequences per evaluation (recipe default per preset)")
     ckpt_every: int = opt(500, "write a checkpoint every N steps (and at the end or on SIGTERM/SIGINT)")
     keep_checkpoints: int = opt(2, "step checkpoints kept on disk (the newest ones; `latest` always points at one)")
     resume: bool = opt(False, "continue exactly from RUN_DIR/checkpoints/latest")

@@ -17,6 +17,8 @@ from PIL import Image
 
 from .demo_utils import ROOT, DemoServer, make_checkpoints
 
+pytestmark = pytest.mark.slow     # a demo server driven in headless Chromium: `make test` runs it, `make test-fast` does not
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]

@@ -47,6 +47,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
     raise AssertionError(f"no answer from {url} within {timeout:.0f}s")
 
 
+@pytest.mark.slow     # the whole pipeline: `make test` runs it, `make test-fast` does not
 def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     data, out = tmp_path / "data", tmp_path / "runs"
     port = free_port()

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from shared.config import TokenizerConfig, config_to_dict
 from shared.io import CheckpointError, atomic_directory, atomic_write_bytes, write_config
-from shared.train_options import options_to_json
+from shared.train_options import options_to_json, resume_changes
 
 from ..checkpoint import WEIGHTS_FILE, load_state
 from . import distributed as D
@@ -357,10 +357,6 @@ def check_resume_options(options, world: D.World) -> None:
     saved = json.loads(path.read_text())
     saved.setdefault("optimizer", "adamw")          # runs recorded before --optimizer existed used AdamW
     saved.setdefault("ema_decay", 0.0)              # and before --ema-decay, no average
-    now = dataclasses.asdict(options)
-    ignore = {"resume", "max_minutes", "steps", "workers", "log_every", "eval_every", "ckpt_every",
-              "keep_checkpoints", "tensorboard", "wandb"}
-    diff = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in now
-            if k not in ignore and saved.get(k) != now[k]]
+    diff = resume_changes(options, saved)
     if diff:
         raise TrainingError("--resume with options that change the run: " + "; ".join(diff))

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from .conftest import ENV, FAST, ROOT, run, train_cmd
 
+pytestmark = pytest.mark.slow     # trainer subprocesses (torchrun, DDP/FSDP, resume): `make test` runs it, `make test-fast` does not
+
 
 def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
     out = {}
