@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from shared.config import TransformerConfig
 from shared.positions import rope_angles
-from shared.sampling import CacheBook, LayerKV, time_layer_queries, time_pass
+from shared.sampling import CacheBook, LayerKV, run_time_layers, time_pass
 
 # A dropout source maps (site name, shape) to a boolean keep-mask of that shape.
 DropoutSource = Callable[[str, tuple], "torch.Tensor | np.ndarray"]
@@ -290,13 +290,9 @@ class BlockCausalTransformer(nn.Module):
                 time_window: Optional[int] = None, outputs_from: int = 0) -> torch.Tensor:
         """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
 
-        cache: the T input frames are the frames that follow the cached ones (absolute indices
-        cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
-        input frames are appended to the cache. time_window: a frame sees itself and at most
-        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
-        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
-        last time-attention layer has their keys/values, skipping the rest of the work for them.
-        With none of these, this is the plain block-causal pass.
+        With `cache`, `time_window` or `outputs_from` a generation pass (shared.sampling.time_pass says what
+        each does: frames that follow the cached ones, banded attention, context frames only committed);
+        with none of them the plain block-causal pass.
         """
         if cache is None and time_window is None and not outputs_from:
             rope = self.time_rope(x.shape[1], x.device, x.dtype)
@@ -307,13 +303,7 @@ class BlockCausalTransformer(nn.Module):
         q_start, mask = time_pass(T, cache, commit, time_window, outputs_from, len(self.layers))
         rope = self.time_rope(T, x.device, x.dtype, frame_offset=q_start)
         mask = None if mask is None else torch.from_numpy(mask).to(x.device)
-        queries = time_layer_queries([layer.has_time for layer in self.layers], outputs_from)
-        for i, (layer, query_from) in enumerate(zip(self.layers, queries)):
-            if query_from is None:
-                x = layer(x)
-            else:
-                x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask,
-                          query_from=query_from)
+        x = run_time_layers(self.layers, x, rope, mask, None if cache is None else cache.layers, commit, outputs_from)
         if cache is not None:
             cache.length += commit
         return x if self.norm is None else self.norm(x)

@@ -93,29 +93,6 @@ class Sampler(SamplerCore):
         # the cached and the uncached path alike; a no-op elsewhere.
         self.prepacked = PrepackedLinears(dynamics, enabled=prepack)
 
-    def reset(self, context: torch.Tensor, actions: Optional[torch.Tensor] = None,
-              act_mask: Optional[torch.Tensor] = None, context_noise: Optional[torch.Tensor] = None) -> None:
-        """Start B streams from clean packed context latents (B, C0, S, D), C0 >= 1.
-
-        actions (B, C0, A): the actions that produced the context frames (row 0 is never used: the
-        first frame of a window gets a zero action), or None for a model run without actions (every
-        frame then gets the learned base token, and step() takes no action). act_mask (A,), (B, A) or
-        (B, C0, A), 1 = real dimension; a (A,) or (B, A) mask also applies to later steps.
-        context_noise (B, C0, S, D): eps of the "noised" context mode (drawn when None).
-        """
-        self._reset(context, actions, act_mask, context_noise)
-
-    @torch.no_grad()
-    def step(self, action: Optional[torch.Tensor] = None, act_mask: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None, context_noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Generate the next frame and append it to the context; returns its clean packed latent (B, S, D).
-
-        action (B, A) or (A,): the action that produces the new frame (required iff reset got actions);
-        act_mask (A,) or (B, A) (default: the mask given to reset). noise (B, S, D): the starting noise
-        (drawn when None). context_noise (B, S, D): eps for this frame when it becomes "noised" context.
-        """
-        return self._step(action, act_mask, noise, context_noise)
-
     # ------------------------------------------------------------------ tensor operations (SamplerCore)
 
     _euler_step = staticmethod(euler_step)
@@ -141,7 +118,7 @@ class Sampler(SamplerCore):
         return None if mask is None else mask.to(device=self.device, dtype=self.dtype)
 
     def _array_shape(self, x) -> Optional[tuple]:
-        return tuple(x.shape) if isinstance(x, torch.Tensor) else None
+        return _shape(x) if isinstance(x, torch.Tensor) else None
 
     def _to_stream(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(device=self.device, dtype=self.dtype)
@@ -169,8 +146,13 @@ class Sampler(SamplerCore):
 
     @contextlib.contextmanager
     def _generating(self) -> Iterator[None]:
-        with eval_mode(self.dynamics), self.prepacked:
+        with torch.no_grad(), eval_mode(self.dynamics), self.prepacked:
             yield
+
+
+def _shape(x) -> tuple:
+    """The shape of a tensor, () for anything else."""
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
 
 
 def broadcast_act_mask(mask: Optional[torch.Tensor], B: int, T: int, A: int) -> Optional[torch.Tensor]:
@@ -218,8 +200,7 @@ def rollout(dynamics: Dynamics, context_packed: torch.Tensor, actions: Optional[
     Returns the predicted packed latents (B, H, S, D); the model is run in eval mode.
     """
     A = dynamics.config.action_dim
-    shape_of = lambda x: tuple(x.shape) if isinstance(x, torch.Tensor) else ()      # noqa: E731
-    B, C, H = check_rollout_inputs(shape_of(context_packed) or None, None if actions is None else shape_of(actions),
+    B, C, H = check_rollout_inputs(_shape(context_packed) or None, None if actions is None else _shape(actions),
                                    act_mask is not None, horizon, A, "tensor")
     S, D = context_packed.shape[2:]
     sampler = Sampler(dynamics, n_steps=n_steps, context_length=context_length, context_mode=context_mode,

@@ -210,8 +210,16 @@ def time_attention_mask(q_start: int, n_q: int, k_start: int, n_k: int,
 
 def time_pass(n_frames: int, cache: Optional[CacheBook], commit: int, time_window: Optional[int],
               outputs_from: int, n_layers: int) -> tuple[int, Optional[np.ndarray]]:
-    """Check a cached/windowed transformer pass over `n_frames` frames that follow `cache`; returns the
-    absolute index of its first frame (its time-position offset) and its time mask (None: all visible)."""
+    """Check a cached/windowed transformer pass over `n_frames` frames; returns the absolute index of its
+    first frame (its time-position offset) and its time mask (None: all visible).
+
+    cache: the input frames are the frames that follow the cached ones (absolute indices cache.end ..);
+    they attend to the cached keys/values, and the keys/values of the first `commit` input frames are
+    appended to the cache. time_window: a frame sees itself and at most `time_window` frames before it
+    (None: every earlier frame). outputs_from: only frames outputs_from.. are returned; the earlier ones
+    (which must be committed) are dropped once the last time-attention layer has their keys/values,
+    skipping the rest of the work for them.
+    """
     if cache is not None and len(cache.layers) != n_layers:
         raise ValueError(f"the cache has {len(cache.layers)} layers, this transformer {n_layers}")
     if time_window is not None and int(time_window) < 0:
@@ -235,6 +243,21 @@ def time_layer_queries(has_time: Sequence[bool], outputs_from: int) -> list[Opti
     time-attention layer, which see only the returned frames and need no time arguments."""
     last_time = max(i for i, flag in enumerate(has_time) if flag)
     return [0 if i < last_time else outputs_from if i == last_time else None for i in range(len(has_time))]
+
+
+def run_time_layers(layers: Sequence, x, rope, mask, caches: Optional[Sequence[LayerKV]], commit: int,
+                    outputs_from: int):
+    """Call a transformer's layers (each with `has_time`) for a cached/windowed pass: the time-attention
+    arguments go to the layers up to the last time-attention layer, which returns frames outputs_from..
+    only; `caches[i]` is layer i's LayerKV (None: no cache)."""
+    queries = time_layer_queries([layer.has_time for layer in layers], outputs_from)
+    caches = [None] * len(layers) if caches is None else caches
+    for layer, cache, query_from in zip(layers, caches, queries):
+        if query_from is None:
+            x = layer(x)
+        else:
+            x = layer(x, rope, cache=cache, commit=commit, mask=mask, query_from=query_from)
+    return x
 
 
 # --------------------------------------------------------------------------- the stream and its window
@@ -362,7 +385,15 @@ class SamplerCore:
         """Frames in the stream so far (context given at reset + generated)."""
         return self.stream.n_frames
 
-    def _reset(self, context, actions, act_mask, context_noise) -> None:
+    def reset(self, context, actions=None, act_mask=None, context_noise=None) -> None:
+        """Start B streams from clean packed context latents (B, C0, S, D), C0 >= 1.
+
+        actions (B, C0, A): the actions that produced the context frames (row 0 is never used: the
+        first frame of a window gets a zero action), or None for a model run without actions (every
+        frame then gets the learned base token, and step() takes no action). act_mask (A,), (B, A) or
+        (B, C0, A), 1 = real dimension; a (A,) or (B, A) mask also applies to later steps.
+        context_noise (B, C0, S, D): eps of the "noised" context mode (drawn when None).
+        """
         cfg = self.dynamics.config
         context = self._as_context(context)
         B, C0 = context.shape[:2]
@@ -423,7 +454,13 @@ class SamplerCore:
 
     # ------------------------------------------------------------------ generation
 
-    def _step(self, action, act_mask, noise, context_noise):
+    def step(self, action=None, act_mask=None, noise=None, context_noise=None):
+        """Generate the next frame and append it to the context; returns its clean packed latent (B, S, D).
+
+        action (B, A) or (A,): the action that produces the new frame (required iff reset got actions);
+        act_mask (A,) or (B, A) (default: the mask given to reset). noise (B, S, D): the starting noise
+        (drawn when None). context_noise (B, S, D): eps for this frame when it becomes "noised" context.
+        """
         if not self._started:
             raise RuntimeError("call reset(context) before step()")
         cfg = self.dynamics.config
