@@ -342,7 +342,8 @@ class BlockCausalTransformer(Module):
         return rope_tables(positions, self.config.head_dim, self.config.rope_base, dtype)
 
     def new_cache(self, start: int = 0) -> "KVCache":
-        """An empty KVCache for this transformer whose first frame will have absolute index `start`."""
+        """An empty KVCache with one LayerKV per layer; its first frame gets absolute index `start` (as in
+        torch's)."""
         return KVCache(len(self.layers), start)
 
     def __call__(self, x: jax.Array, *, cache: Optional["KVCache"] = None, commit: int = 0,
