@@ -31,6 +31,8 @@ from flax import nnx
 
 from shared.config import TransformerConfig
 from shared.positions import position_table, rope_angles
+from shared.sampling import CacheBook, LayerKV, run_time_layers, time_pass
+from shared.sampling import time_attention_mask  # noqa: F401  (re-exported: this backend's name for it)
 
 # A dropout source maps (site name, shape) to a boolean keep-mask of that shape.
 DropoutSource = Callable[[str, tuple], "jax.Array | np.ndarray"]
@@ -340,20 +342,16 @@ class BlockCausalTransformer(Module):
         return rope_tables(positions, self.config.head_dim, self.config.rope_base, dtype)
 
     def new_cache(self, start: int = 0) -> "KVCache":
-        """An empty KVCache for this transformer whose first frame will have absolute index `start`."""
+        """An empty KVCache with one LayerKV per layer; its first frame gets absolute index `start` (as in
+        torch's)."""
         return KVCache(len(self.layers), start)
 
     def __call__(self, x: jax.Array, *, cache: Optional["KVCache"] = None, commit: int = 0,
                  time_window: Optional[int] = None, outputs_from: int = 0) -> jax.Array:
         """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
 
-        cache: the T input frames are the frames that follow the cached ones (absolute indices
-        cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
-        input frames are appended to the cache. time_window: a frame sees itself and at most
-        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
-        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
-        last time-attention layer has their keys/values, skipping the rest of the work for them.
-        With none of these, this is the plain block-causal pass.
+        cache / commit / time_window / outputs_from make it a generation pass (see shared.sampling.time_pass;
+        `prepare` + `run` are its two halves, which a sampler can jit); without them, the plain pass.
         """
         if cache is None and time_window is None and not outputs_from:
             rope = self.time_rope(x.shape[1], x.dtype)
@@ -373,23 +371,8 @@ class BlockCausalTransformer(Module):
         None) for `n_frames` input frames that follow the cache."""
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a dreamer4_jax KVCache (transformer.new_cache()), got {type(cache).__name__}")
-        if cache is not None and len(cache.layers) != len(self.layers):
-            raise ValueError(f"the cache has {len(cache.layers)} layers, this transformer {len(self.layers)}")
-        if time_window is not None and int(time_window) < 0:
-            raise ValueError(f"time_window must be >= 0 (or None), got {time_window}")
-        T = n_frames
-        if not 0 <= commit <= T:
-            raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
-        if commit and cache is None:
-            raise ValueError("commit needs a cache")
-        if not 0 <= outputs_from <= min(commit, T - 1):
-            raise ValueError(f"outputs_from={outputs_from} must lie in [0, min(commit={commit}, T-1={T - 1})]: frames "
-                             "whose outputs are skipped must be cached, and at least one frame is returned")
-        q_start = cache.end if cache is not None else 0
-        k_start = cache.start if cache is not None else 0
-        rope = self.time_rope(T, dtype, frame_offset=q_start)
-        mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window)
-        return rope, mask
+        q_start, mask = time_pass(n_frames, cache, commit, time_window, outputs_from, len(self.layers))
+        return self.time_rope(n_frames, dtype, frame_offset=q_start), mask
 
     def run(self, x: jax.Array, rope, mask: Optional[np.ndarray], caches: Optional[list["LayerKV"]], commit: int,
             outputs_from: int) -> jax.Array:
@@ -397,74 +380,13 @@ class BlockCausalTransformer(Module):
         static numpy array, `caches` are LayerKV objects whose arrays may be tracers), so a sampler can jit
         it with the cached arrays as inputs and outputs. Commits into `caches` but leaves the cache's
         frame count to the caller."""
-        last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
-        for i, layer in enumerate(self.layers):
-            if i > last_time:
-                x = layer(x)
-            else:
-                x = layer(x, rope, cache=caches[i] if caches is not None else None, commit=commit, mask=mask,
-                          query_from=outputs_from if i == last_time else 0)
+        x = run_time_layers(self.layers, x, rope, mask, caches, commit, outputs_from)
         return x if self.norm is None else self.norm(x)
 
 
-class LayerKV:
-    """Cached time-attention keys and values of one layer: (N, G, frames, hd) each, N = B * time slots.
-    Keys are stored after QK-norm and RoPE (rotated at their own absolute frame positions)."""
-
-    __slots__ = ("keys", "values")
-
-    def __init__(self, keys: Optional[jax.Array] = None, values: Optional[jax.Array] = None):
-        self.keys = keys
-        self.values = values
-
-
-class KVCache:
-    """Time-attention keys/values of already-processed frames for every layer of one transformer.
-
-    The cached frames have absolute indices start .. start + length - 1. Space attention and the MLP
-    are per frame, so the time-attention keys/values are all a later frame needs from an earlier one.
-    The cache is only valid while the cached frames' inputs (and, for models with additive time
-    positions, their positions) stay what they were when they were committed. Plain (eager) Python
-    state holding jax arrays, as torch's KVCache holds tensors.
-    """
-
-    def __init__(self, n_layers: int, start: int = 0):
-        self.layers = [LayerKV() for _ in range(n_layers)]
-        self.start = int(start)
-        self.length = 0
-
-    @property
-    def end(self) -> int:
-        """Absolute index of the frame that follows the cached ones."""
-        return self.start + self.length
-
-    def clear(self, start: int = 0) -> None:
-        for layer in self.layers:
-            layer.keys = layer.values = None
-        self.start, self.length = int(start), 0
-
-    def drop_oldest(self, n: int) -> None:
-        """Forget the n oldest frames (rolling window; exact only for relative time positions)."""
-        n = min(int(n), self.length)
-        if n <= 0:
-            return
-        for layer in self.layers:
-            if layer.keys is not None:
-                layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
-        self.start += n
-        self.length -= n
-
-
-def time_attention_mask(q_start: int, n_q: int, k_start: int, n_k: int,
-                        window: Optional[int]) -> Optional[np.ndarray]:
-    """(n_q, n_k) numpy bool: query frame q_start + i may attend to key frame k_start + j when
-    0 <= (q_start + i) - (k_start + j) <= window (window None: no upper bound). None when all true."""
-    q = np.arange(q_start, q_start + n_q)[:, None]
-    k = np.arange(k_start, k_start + n_k)[None, :]
-    allow = q >= k
-    if window is not None:
-        allow &= (q - k) <= window
-    return None if bool(allow.all()) else allow
+class KVCache(CacheBook):
+    """Time-attention keys/values (jax arrays, eager Python state) of already-processed frames for every
+    layer of one transformer: the bookkeeping of shared.sampling.CacheBook, as torch's KVCache."""
 
 
 def add_positions(tokens: jax.Array, tf: TransformerConfig, frame_offset: int = 0) -> jax.Array:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from shared.config import TransformerConfig
 from shared.positions import rope_angles
+from shared.sampling import CacheBook, LayerKV, run_time_layers, time_pass
 
 # A dropout source maps (site name, shape) to a boolean keep-mask of that shape.
 DropoutSource = Callable[[str, tuple], "torch.Tensor | np.ndarray"]
@@ -289,13 +290,9 @@ class BlockCausalTransformer(nn.Module):
                 time_window: Optional[int] = None, outputs_from: int = 0) -> torch.Tensor:
         """(B, T, S, D) -> (B, T - outputs_from, S, D); positions must already be added.
 
-        cache: the T input frames are the frames that follow the cached ones (absolute indices
-        cache.end ..); they attend to the cached keys/values, and the keys/values of the first `commit`
-        input frames are appended to the cache. time_window: a frame sees itself and at most
-        `time_window` frames before it (None: every earlier frame). outputs_from: only frames
-        outputs_from.. are returned; the earlier ones (which must be committed) are dropped once the
-        last time-attention layer has their keys/values, skipping the rest of the work for them.
-        With none of these, this is the plain block-causal pass.
+        With `cache`, `time_window` or `outputs_from` a generation pass (shared.sampling.time_pass says what
+        each does: frames that follow the cached ones, banded attention, context frames only committed);
+        with none of them the plain block-causal pass.
         """
         if cache is None and time_window is None and not outputs_from:
             rope = self.time_rope(x.shape[1], x.device, x.dtype)
@@ -303,86 +300,18 @@ class BlockCausalTransformer(nn.Module):
                 x = layer(x, rope)
             return x if self.norm is None else self.norm(x)
         T = x.shape[1]
-        if not 0 <= commit <= T:
-            raise ValueError(f"commit={commit} must lie in [0, {T}] (the number of input frames)")
-        if commit and cache is None:
-            raise ValueError("commit needs a cache")
-        if not 0 <= outputs_from <= min(commit, T - 1):
-            raise ValueError(f"outputs_from={outputs_from} must lie in [0, min(commit={commit}, T-1={T - 1})]: frames "
-                             "whose outputs are skipped must be cached, and at least one frame is returned")
-        q_start = cache.end if cache is not None else 0
-        k_start = cache.start if cache is not None else 0
+        q_start, mask = time_pass(T, cache, commit, time_window, outputs_from, len(self.layers))
         rope = self.time_rope(T, x.device, x.dtype, frame_offset=q_start)
-        mask = time_attention_mask(q_start, T, k_start, q_start + T - k_start, time_window, x.device)
-        last_time = max(i for i, layer in enumerate(self.layers) if layer.has_time)
-        for i, layer in enumerate(self.layers):
-            if i > last_time:
-                x = layer(x)
-            else:
-                x = layer(x, rope, cache=cache.layers[i] if cache is not None else None, commit=commit, mask=mask,
-                          query_from=outputs_from if i == last_time else 0)
+        mask = None if mask is None else torch.from_numpy(mask).to(x.device)
+        x = run_time_layers(self.layers, x, rope, mask, None if cache is None else cache.layers, commit, outputs_from)
         if cache is not None:
             cache.length += commit
         return x if self.norm is None else self.norm(x)
 
 
-class LayerKV:
-    """Cached time-attention keys and values of one layer: (N, G, frames, hd) each, N = B * time slots.
-    Keys are stored after QK-norm and RoPE (rotated at their own absolute frame positions)."""
-
-    __slots__ = ("keys", "values")
-
-    def __init__(self):
-        self.keys: Optional[torch.Tensor] = None
-        self.values: Optional[torch.Tensor] = None
-
-
-class KVCache:
-    """Time-attention keys/values of already-processed frames for every layer of one transformer.
-
-    The cached frames have absolute indices start .. start + length - 1. Space attention and the MLP
-    are per frame, so the time-attention keys/values are all a later frame needs from an earlier one.
-    The cache is only valid while the cached frames' inputs (and, for models with additive time
-    positions, their positions) stay what they were when they were committed.
-    """
-
-    def __init__(self, n_layers: int, start: int = 0):
-        self.layers = [LayerKV() for _ in range(n_layers)]
-        self.start = int(start)
-        self.length = 0
-
-    @property
-    def end(self) -> int:
-        """Absolute index of the frame that follows the cached ones."""
-        return self.start + self.length
-
-    def clear(self, start: int = 0) -> None:
-        for layer in self.layers:
-            layer.keys = layer.values = None
-        self.start, self.length = int(start), 0
-
-    def drop_oldest(self, n: int) -> None:
-        """Forget the n oldest frames (rolling window; exact only for relative time positions)."""
-        n = min(int(n), self.length)
-        if n <= 0:
-            return
-        for layer in self.layers:
-            if layer.keys is not None:
-                layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
-        self.start += n
-        self.length -= n
-
-
-def time_attention_mask(q_start: int, n_q: int, k_start: int, n_k: int, window: Optional[int],
-                        device=None) -> Optional[torch.Tensor]:
-    """(n_q, n_k) bool: query frame q_start + i may attend to key frame k_start + j when
-    0 <= (q_start + i) - (k_start + j) <= window (window None: no upper bound). None when all true."""
-    q = torch.arange(q_start, q_start + n_q)[:, None]
-    k = torch.arange(k_start, k_start + n_k)[None, :]
-    allow = q >= k
-    if window is not None:
-        allow &= (q - k) <= window
-    return None if bool(allow.all()) else allow.to(device)
+class KVCache(CacheBook):
+    """Time-attention keys/values (torch tensors) of already-processed frames for every layer of one
+    transformer: the bookkeeping of shared.sampling.CacheBook, whose `layers` hold LayerKV tensors."""
 
 
 def sinusoid_table(n: int, d: int, device=None, base: float = 10000.0) -> torch.Tensor:
