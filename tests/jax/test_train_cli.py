@@ -216,7 +216,7 @@ def test_a_torch_tokenizer_is_refused_with_the_conversion_command(tiny_data, env
     torch = pytest.importorskip("torch")
     from dreamer4_torch import Tokenizer
     from dreamer4_torch.checkpoint import save_model
-    from shared.config import get_preset
+    from shared.recipes import get_preset
     torch.manual_seed(0)
     save_model(Tokenizer(get_preset("tiny").tokenizer), tmp_path / "torch_tok")
     r = run(cli("dynamics", "--data", tiny_data, "--tokenizer", tmp_path / "torch_tok", "--out", tmp_path / "run", *FAST),
