@@ -12,14 +12,22 @@ episode depends only on its seed, not on the episodes before it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from .render import FrameRenderer, configure_gl
 
-if TYPE_CHECKING:   # for annotations only: shared.data.tasks imports this module (in make_env), not the reverse
-    from .tasks import TaskSpec
+
+class TaskSpec(Protocol):
+    """What an environment needs of a task: a `shared.data.tasks.TaskSpec` (the registry builds
+    environments through `make_env`, so this module does not import it back)."""
+    name: str
+    domain: str
+    task: str
+    action_dim: int
+    custom: bool
+    control_timestep: float
 
 configure_gl()  # before dm_control / mujoco are imported
 
