@@ -17,6 +17,7 @@ from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 from shared.positions import position_table
 
+from .contracts import check_dtype, check_shape
 from .init import build_checked
 from .layers import BlockCausalTransformer, KVCache, Module, add_positions, host_zeros, linear
 
@@ -99,27 +100,21 @@ class Dynamics(Module):
 
     def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens):
         c = self.config
-        if packed.ndim != 4 or tuple(packed.shape[2:]) != (c.n_spatial, c.d_spatial):
-            raise ValueError(f"packed latents must have shape (B, T, {c.n_spatial}, {c.d_spatial}), "
-                             f"got {tuple(packed.shape)}")
+        check_shape("packed latents", packed, ("B", "T", c.n_spatial, c.d_spatial))
         B, T = packed.shape[:2]
         for name, idx, hi in (("signal_idx", signal_idx, c.k_max), ("step_idx", step_idx, c.e_max)):
-            if not hasattr(idx, "dtype") or not jnp.issubdtype(idx.dtype, jnp.integer):
-                raise TypeError(f"{name} must be an integer array of shape ({B}, {T})")
-            if tuple(idx.shape) != (B, T):
-                raise ValueError(f"{name} must have shape ({B}, {T}), got {tuple(idx.shape)}")
+            check_dtype(name, idx, int, f"an integer array of shape ({B}, {T})")
+            check_shape(name, idx, (B, T))
             if _is_concrete(idx) and idx.size:
                 lo_v, hi_v = int(np.min(idx)), int(np.max(idx))
                 if lo_v < 0 or hi_v > hi:
                     raise ValueError(f"{name} values must lie in [0, {hi}], got [{lo_v}, {hi_v}]")
-        if actions is not None and tuple(actions.shape) != (B, T, c.action_dim):
-            raise ValueError(f"actions must have shape ({B}, {T}, {c.action_dim}) (zero-padded), "
-                             f"got {tuple(actions.shape)}")
+        if actions is not None:
+            check_shape("actions", actions, (B, T, c.action_dim), " (zero-padded)")
         if act_mask is not None and actions is None:
             raise ValueError("act_mask given without actions")
-        if agent_tokens is not None and tuple(agent_tokens.shape) != (B, T, c.n_agent, c.transformer.d_model):
-            raise ValueError(f"agent_tokens must have shape ({B}, {T}, {c.n_agent}, {c.transformer.d_model}), "
-                             f"got {tuple(agent_tokens.shape)}")
+        if agent_tokens is not None:
+            check_shape("agent_tokens", agent_tokens, (B, T, c.n_agent, c.transformer.d_model))
 
     def tokens(self, packed, signal_idx, step_idx, actions=None, act_mask=None, agent_tokens=None):
         """Assemble the (B, T, S, D) input tokens (before positions)."""

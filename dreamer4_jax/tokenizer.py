@@ -19,6 +19,7 @@ from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 from shared.patchify import patch_layout
 
+from .contracts import check_dtype, check_shape
 from .init import build_checked
 from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear, rng_stream
 
@@ -45,12 +46,9 @@ def check_video(video, cfg: TokenizerConfig, name: str = "video") -> None:
     expected = (cfg.channels, cfg.image_height, cfg.image_width)
     if not isinstance(video, (jax.Array, np.ndarray)):
         raise TypeError(f"{name} must be a jax or numpy array, got {type(video).__name__}")
-    if video.ndim != 5 or tuple(video.shape[2:]) != expected:
-        raise ValueError(f"{name} must have shape (B, T, {expected[0]}, {expected[1]}, {expected[2]}) "
-                         f"for this tokenizer, got {tuple(video.shape)}")
-    if not jnp.issubdtype(video.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a float array in [0, 1], got dtype {video.dtype} "
-                        "(convert uint8 frames with video.astype(jnp.float32) / 255)")
+    check_shape(name, video, ("B", "T", *expected), " for this tokenizer")
+    check_dtype(name, video, float, "a float array in [0, 1]",
+                " (convert uint8 frames with video.astype(jnp.float32) / 255)")
 
 
 class MAE(Module):
@@ -196,6 +194,5 @@ class Tokenizer(Module):
         """z (B, T, n_latents, d_bottleneck) -> video (B, T, C, H, W) in (0, 1). Latents longer than
         config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
-        if z.ndim != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
-            raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
+        check_shape("z", z, ("B", "T", c.n_latents, c.d_bottleneck))
         return self.unpatchify(by_clip(self.config, self.decoder, (jnp.asarray(z),), join_frames))

@@ -33,13 +33,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shared.config import ModelConfig, TokenizerConfig
 from shared.io import CheckpointError
+from shared.params import parameter_problems
 from shared.shortcut import BOOTSTRAP_FRACTION, draw_shortcut_indices, n_bootstrap_rows
 
 from ..checkpoint import (PARAMS_DIR, build_model, load_state, model_state, restore_tree, save_state,
                           set_model_state, tree_metadata)
+from ..contracts import check_dtype, check_shape
 from ..dynamics import Dynamics, pack
 from ..losses import shortcut_loss, tokenizer_loss
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, check_video
 from .optim import OptimizerConfig, make_optimizer, param_name, path_key
 
 PathLike = Union[str, os.PathLike]
@@ -171,14 +173,6 @@ def _train_state_tree(state: TrainState) -> dict:
     return _nest({n: np.asarray(jax.device_get(_storable(x))) for n, x in zip(names, leaves)})
 
 
-def check_shape(name: str, array: np.ndarray, shape: tuple) -> None:
-    """The train step's input contract: `array` has len(shape) axes, each equal to shape's entry where
-    that is not None."""
-    if array.ndim != len(shape) or any(s is not None and a != s for a, s in zip(array.shape, shape)):
-        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(array.shape)}")
-
-
 def params_by_name(params: nnx.State) -> dict[str, jax.Array]:
     """An nnx.State of a model's Params as a flat {'/'-joined NNX path: array} state."""
     return {param_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -265,8 +259,9 @@ class Trainer:
             raise ValueError(f"batch size {np.shape(lead)[0]} is not divisible by the {self.n_devices} devices "
                              "of the mesh")
         if self.kind == "tokenizer":
-            video = np.asarray(batch["video"], dtype=np.float32)
-            check_shape("video", video, (None, None, c.channels, c.image_height, c.image_width))
+            video = np.asarray(batch["video"])
+            check_video(video, c)              # before the float32 cast, which would hide uint8 frames
+            video = video.astype(np.float32, copy=False)
             B, T = video.shape[:2]
             keep = batch.get("keep_mask")
             if keep is None:
@@ -275,14 +270,16 @@ class Trainer:
         else:
             if "z1" in batch:
                 z1 = np.asarray(batch["z1"], np.float32)
-                check_shape("z1", z1, (None, None, c.n_spatial, c.d_spatial))
+                check_shape("z1", z1, ("B", "T", c.n_spatial, c.d_spatial))
             else:
                 latents = np.asarray(batch["latents"], dtype=np.float32)
-                check_shape("latents", latents, (None, None, c.n_latents, c.d_bottleneck))
+                check_shape("latents", latents, ("B", "T", c.n_latents, c.d_bottleneck))
                 z1 = pack(latents, c.packing_factor)
             B, T = z1.shape[:2]
             if "signal_idx" in batch:
-                signal_idx, step_idx = batch["signal_idx"], batch["step_idx"]
+                signal_idx, step_idx = np.asarray(batch["signal_idx"]), np.asarray(batch["step_idx"])
+                check_dtype("signal_idx", signal_idx, int)     # before the int32 cast below would truncate
+                check_dtype("step_idx", step_idx, int)
                 n_boot = int(batch["n_bootstrap"])
                 noise = batch["noise"]
             else:
@@ -372,10 +369,9 @@ class Trainer:
         names, leaves, treedef = _flat_leaves(self.state)
         stored = tree_metadata(directory)
         want = {n: (tuple(np.shape(_storable(x))), np.dtype(_storable(x).dtype)) for n, x in zip(names, leaves)}
-        problems = [f"missing {n}" for n in want if n not in stored]
-        problems += [f"unexpected {n}" for n in stored if n not in want]
-        problems += [f"{n} has shape {stored[n][0]} dtype {stored[n][1]}, expected {want[n][0]} {want[n][1]}"
-                     for n in want if n in stored and (tuple(stored[n][0]), np.dtype(stored[n][1])) != want[n]]
+        problems = parameter_problems({n: s for n, (s, _) in want.items()}, {n: s for n, (s, _) in stored.items()})
+        problems += [f"{n} has dtype {stored[n][1]}, expected {want[n][1]}"
+                     for n in want if n in stored and np.dtype(stored[n][1]) != want[n][1]]
         if problems:
             raise CheckpointError(f"{directory} does not match this {self.kind}'s training state: "
                                   + "; ".join(problems[:12]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+import chex  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -42,9 +43,9 @@ def indices(B, T, seed=0):
 def test_parameters_equal_the_table(preset):
     p = get_preset(preset)
     for model, cfg in ((Tokenizer(p.tokenizer), p.tokenizer), (Dynamics(p.dynamics), p.dynamics)):
-        named = sorted((n, tuple(v.shape)) for n, v in named_params(model).items())
-        table = sorted((jax_name(s), s.jax_shape) for s in param_table(cfg))
-        assert named == table
+        chex.assert_trees_all_equal_shapes({n: v[...] for n, v in named_params(model).items()},
+                                           {jax_name(s): jax.ShapeDtypeStruct(s.jax_shape, jnp.float32)
+                                            for s in param_table(cfg)})
         assert sum(v.size for v in named_params(model).values()) == count_params(cfg)
 
 
@@ -204,8 +205,10 @@ def test_input_errors_are_clear():
         tok.encode(jnp.zeros((1, 2, 3, 32, 32)))
     with pytest.raises(TypeError, match=r"float array in \[0, 1\].*uint8"):
         tok.encode(jnp.zeros((1, 2, 3, 16, 16), jnp.uint8))
-    with pytest.raises(ValueError, match=r"z must have shape \(B, T, 4, 8\)"):
+    with pytest.raises(ValueError, match=r"z must have shape \(B, T, 4, 8\), got \(1, 2, 4, 9\)"):
         tok.decode(jnp.zeros((1, 2, 4, 9)))
+    with pytest.raises(TypeError, match=r"z must be an array of shape \(B, T, 4, 8\), got list"):
+        tok.decode(np.zeros((1, 2, 4, 8)).tolist())
     with pytest.raises(ValueError, match="keep_mask must be a bool array"):
         tok(jnp.zeros((1, 2, 3, 16, 16)), keep_mask=jnp.ones((1, 2, 15), bool))
     dyn = tiny_dynamics()

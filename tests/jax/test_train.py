@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+import chex  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -31,10 +32,10 @@ def test_clipping_is_torch_formula():
     tx = clip_grad_norm_like_torch(1.0)
     clipped, _ = tx.update(grads, tx.init(grads))
     coef = 1.0 / (13.0 + 1e-6)
-    np.testing.assert_allclose(clipped["a"], np.array([3.0, 4.0]) * coef, rtol=1e-7)
-    np.testing.assert_allclose(clipped["b"], np.array([[12.0]]) * coef, rtol=1e-7)
+    chex.assert_trees_all_close(clipped, {"a": np.array([3.0, 4.0]) * coef, "b": np.array([[12.0]]) * coef},
+                                rtol=1e-7)
     small, _ = tx.update({"a": jnp.asarray([0.3, 0.4])}, tx.init(None))
-    assert np.array_equal(small["a"], np.array([0.3, 0.4], np.float32))             # below the norm: untouched
+    chex.assert_trees_all_equal(small, {"a": np.array([0.3, 0.4], np.float32)}, strict=True)   # below the norm: untouched
 
 
 def test_decay_policies():
@@ -85,6 +86,8 @@ def test_restore_errors(tmp_path):
     trainer = Trainer(Tokenizer(TINY.tokenizer), devices=jax.devices()[:1])
     trainer.train_step({"video": np.random.default_rng(0).random((2, 2, 3, 16, 16), dtype=np.float32)})
     trainer.save(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="does not match this tokenizer's training state: missing opt_state/"):
+        Trainer.restore(tmp_path / "run", opt=OptimizerConfig(kind="muon"))     # another optimizer state
     meta = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert meta["step"] == 1 and meta["optimizer"]["weight_decay"] == 0.01
     meta["kind"] = "dynamics"
@@ -100,8 +103,16 @@ def test_batch_errors_name_the_keys():
         trainer.prepare({"video": np.zeros((2, 2, 3, 16, 16))})
     with pytest.raises(ValueError, match="to inject draws, all of"):
         trainer.prepare({"latents": np.zeros((2, 2, 4, 8)), "signal_idx": np.zeros((2, 2), int)})
+    with pytest.raises(TypeError, match="step_idx must be an integer array, got dtype float64"):
+        trainer.prepare({"latents": np.zeros((2, 2, 4, 8)), "signal_idx": np.zeros((2, 2), int),
+                         "step_idx": np.full((2, 2), 1.5), "noise": np.zeros((2, 2, 2, 16)), "n_bootstrap": 0})
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, T, 4, 8\), got \(2, 2, 8, 4\)"):
+        trainer.prepare({"latents": np.zeros((2, 2, 8, 4))})
     inputs, n_boot = trainer.prepare({"latents": np.zeros((4, 2, 4, 8), np.float32)})
     assert inputs["z1"].shape == (4, 2, 2, 16) and n_boot == 1 and inputs["noise"].shape == (4, 2, 2, 16)
+    tok_trainer = Trainer(Tokenizer(TINY.tokenizer), devices=jax.devices()[:1])
+    with pytest.raises(TypeError, match=r"video must be a float array in \[0, 1\], got dtype uint8"):
+        tok_trainer.prepare({"video": np.zeros((2, 2, 3, 16, 16), np.uint8)})      # not silently cast to 0..255
     with pytest.raises(ValueError, match="mse_on must be"):
         Trainer(Tokenizer(TINY.tokenizer), mse_on="some")
 
