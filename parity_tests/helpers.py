@@ -15,6 +15,7 @@ import math
 import zlib
 from typing import Callable, Mapping, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,11 +61,11 @@ def to_np(x) -> np.ndarray:
 def compare(group: str, direction: str, pairs: Mapping[str, tuple], tol: float) -> float:
     """pairs: name -> (jax value, torch value). Records the worst error and fails above `tol` with the
     worst tensor's name, its error and the seed."""
-    errs = {name: rel_err(to_np(a), to_np(b)) for name, (a, b) in pairs.items()}
-    for name, (a, b) in pairs.items():
-        if to_np(a).shape != to_np(b).shape:
-            raise AssertionError(f"{group} [{direction}]: {name} has shape {to_np(a).shape} in JAX but "
-                                 f"{to_np(b).shape} in torch (seed {SEED}; rerun with PARITY_SEED={SEED})")
+    jax_side = {name: to_np(a) for name, (a, _) in pairs.items()}
+    torch_side = {name: to_np(b) for name, (_, b) in pairs.items()}
+    chex.assert_trees_all_equal_shapes(jax_side, torch_side, custom_message=(
+        f"{group} [{direction}]: JAX (tree 0) vs torch (tree 1); seed {SEED}; rerun with PARITY_SEED={SEED}"))
+    errs = {name: rel_err(jax_side[name], torch_side[name]) for name in pairs}
     worst = max(errs, key=errs.get)
     prev = RESULTS.setdefault(group, {}).get(direction)
     if prev is None or errs[worst] > prev[0]:
@@ -127,9 +128,8 @@ def jax_params(module: nnx.Module) -> dict[str, jax.Array]:
 
 def set_jax_params(module: nnx.Module, flat: Mapping[str, np.ndarray]) -> None:
     params = named_params(module)
-    assert sorted(params) == sorted(flat), (sorted(params), sorted(flat))
+    chex.assert_trees_all_equal_shapes(jax_params(module), dict(flat))
     for name, value in flat.items():
-        assert tuple(params[name].shape) == tuple(value.shape), name
         params[name].set_value(jnp.asarray(value))
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 jax = pytest.importorskip("jax")
+import chex  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -39,10 +40,8 @@ def test_torch_jax_torch_is_bit_exact(cfg, dtype):
     model = dt.build_model(cfg)
     state = {k: v.to(dtype) for k, v in model.state_dict().items()}
     jstate = torch_to_jax_state(state, cfg)
-    spec = {"/".join(p.jax_path): p for p in param_table(cfg)}
-    assert sorted(jstate) == sorted(spec)
-    for name, p in spec.items():
-        assert jstate[name].shape == p.jax_shape
+    chex.assert_trees_all_equal_shapes(jstate, {"/".join(p.jax_path): jax.ShapeDtypeStruct(p.jax_shape, np.float32)
+                                                for p in param_table(cfg)})
     # linear weights are transposed, nothing else is touched
     w = "encoder/patch_proj/kernel" if cfg.kind == "tokenizer" else "spatial_proj/kernel"
     tname = w.replace("/", ".").replace("kernel", "weight")
@@ -54,13 +53,13 @@ def test_jax_torch_jax_is_bit_exact_and_models_match():
     jmodel = dj.Dynamics(TINY.dynamics, rngs=nnx.Rngs(7))
     state = dj.model_state(jmodel)
     back = torch_to_jax_state(jax_to_torch_state(state, TINY.dynamics), TINY.dynamics)
-    assert sorted(back) == sorted(state)
-    assert all(np.asarray(state[k]).tobytes() == back[k].tobytes() for k in state)
+    chex.assert_trees_all_equal_dtypes(state, back)
+    chex.assert_trees_all_equal(state, back, strict=True)
     tmodel = jax_to_torch(jmodel.eval())
     assert not tmodel.training
     again = torch_to_jax(tmodel)
     assert not again.training
-    assert all(np.array_equal(np.asarray(v), np.asarray(dj.model_state(again)[k])) for k, v in state.items())
+    chex.assert_trees_all_equal(state, dj.model_state(again), strict=True)
 
 
 def test_conversion_is_strict_and_names_the_problem():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+import chex  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -30,9 +31,10 @@ def tok():
     return Tokenizer(TINY.tokenizer, rngs=nnx.Rngs(0))
 
 
-def _equal_states(a, b):
-    return sorted(a) == sorted(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) and
-                                          np.asarray(a[k]).dtype == np.asarray(b[k]).dtype for k in a)
+def assert_same_state(a, b):
+    """Same names, shapes, dtypes and values (the dtypes apart: chex compares bfloat16 values as float32)."""
+    chex.assert_trees_all_equal_dtypes(a, b)
+    chex.assert_trees_all_equal(a, b, strict=True)
 
 
 def test_save_load_is_exact(tmp_path, tok):
@@ -40,7 +42,7 @@ def test_save_load_is_exact(tmp_path, tok):
     assert sorted(os.listdir(tmp_path / "tok")) == ["config.json", "params"]
     loaded = load_model(tmp_path / "tok")
     assert isinstance(loaded, Tokenizer) and not loaded.training and loaded.config == tok.config
-    assert _equal_states(model_state(tok), model_state(loaded))
+    assert_same_state(model_state(tok), model_state(loaded))
     video = jnp.asarray(np.random.default_rng(0).random((1, 4, 3, 16, 16), dtype=np.float32))
     assert np.array_equal(tok.eval().encode(video), loaded.encode(video))
     dyn = Dynamics(TINY.dynamics)
@@ -52,7 +54,8 @@ def test_state_keeps_its_dtype(tmp_path, tok):
     state = {k: np.asarray(v).astype(jnp.bfloat16) for k, v in model_state(tok).items()}
     save_state(tmp_path / "bf16", tok.config, state)
     cfg, loaded = load_state(tmp_path / "bf16")
-    assert cfg == tok.config and _equal_states(state, loaded)
+    assert cfg == tok.config
+    assert_same_state(state, loaded)
     assert loaded["encoder/latents"].dtype == jnp.bfloat16
 
 
@@ -69,11 +72,11 @@ def test_save_replaces_atomically_and_failed_save_keeps_the_old(tmp_path, tok, m
     changed = {k: v + 1.0 for k, v in model_state(tok).items()}
     with pytest.raises(OSError, match="disk full"):
         save_state(tmp_path / "ck", tok.config, changed)
-    assert _equal_states(before, load_state(tmp_path / "ck")[1])
+    assert_same_state(before, load_state(tmp_path / "ck")[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]       # no temporary left behind
     monkeypatch.undo()
     save_state(tmp_path / "ck", tok.config, changed)                  # a successful save replaces it
-    assert _equal_states(changed, load_state(tmp_path / "ck")[1])
+    assert_same_state(changed, load_state(tmp_path / "ck")[1])
 
 
 def test_load_kind_check(tmp_path, tok):
@@ -145,7 +148,7 @@ def test_in_memory_state_is_strict(tok):
     bad = dict(state, **{"encoder/latents": np.zeros((4, 32), np.int32)})
     with pytest.raises(CheckpointError, match="encoder/latents has dtype int32, expected a floating-point"):
         set_model_state(model, bad)
-    assert _equal_states(model_state(set_model_state(model, state)), state)
+    assert_same_state(model_state(set_model_state(model, state)), state)
 
 
 def test_jax_backend_never_imports_torch():

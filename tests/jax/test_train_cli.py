@@ -16,6 +16,7 @@ import pytest
 from tests.train.conftest import tiny_data  # noqa: F401 - the torch trainer tests' data set fixture
 
 pytest.importorskip("jax")
+import chex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,8 +119,7 @@ def test_killed_tokenizer_run_resumes_with_identical_losses(tiny_data, env, toke
     assert 5 <= resumed_at < 40 and resumed_at % 5 == 0
     full = dict(train_losses(tokenizer_run))
     assert records == [(s, full[s]) for s in range(resumed_at + 1, 41)]
-    a, b = checkpoint_params(tokenizer_run), checkpoint_params(out)
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    chex.assert_trees_all_equal(checkpoint_params(tokenizer_run), checkpoint_params(out), strict=True)
 
 
 DYN_ARGS = ["--steps", 30, "--ckpt-every", 10, "--optimizer", "muon", "--ema-decay", 0.9,
@@ -167,8 +167,7 @@ def test_stopped_dynamics_run_resumes_with_identical_losses(tiny_data, env, toke
     resumed_at, records = after_last_resume(out)
     full = dict(train_losses(dynamics_run))
     assert resumed_at == stopped and records == [(s, full[s]) for s in range(stopped + 1, 31)]
-    a, b = checkpoint_params(dynamics_run), checkpoint_params(out)       # the weights' averages
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    chex.assert_trees_all_equal(checkpoint_params(dynamics_run), checkpoint_params(out), strict=True)  # the averages
 
 
 def test_resume_refuses_changed_options(tiny_data, env, tokenizer_run, tmp_path):
