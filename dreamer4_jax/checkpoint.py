@@ -92,7 +92,8 @@ def set_model_state(model: Model, state: Mapping[str, Any], source: str = "state
     return model
 
 
-def _nest(flat: Mapping[str, Any]) -> dict:
+def nest_flat(flat: Mapping[str, Any]) -> dict:
+    """{'a/b/c': x} -> {'a': {'b': {'c': x}}}: the nested form orbax stores."""
     tree: dict = {}
     for name, value in flat.items():
         node = tree
@@ -103,7 +104,8 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
-def _flatten_tree(tree: Any) -> dict[str, Any]:
+def flatten_nested(tree: Any) -> dict[str, Any]:
+    """The inverse of nest_flat: a nested tree -> {'/'-joined path: leaf}."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf for path, leaf in leaves}
 
@@ -133,7 +135,7 @@ def tree_metadata(directory: PathLike) -> dict[str, tuple[tuple, Any]]:
         raise CheckpointError(f"{directory} is not a readable orbax tree (truncated or corrupt?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     tree = getattr(meta, "tree", meta)
-    out = {n: (tuple(m.shape), m.dtype) for n, m in _flatten_tree(tree).items()
+    out = {n: (tuple(m.shape), m.dtype) for n, m in flatten_nested(tree).items()
            if hasattr(m, "shape") and hasattr(m, "dtype")}
     if not out:
         raise CheckpointError(f"{directory} is not a readable orbax tree: no arrays found (truncated or corrupt?)")
@@ -165,7 +167,7 @@ def save_state(path: PathLike, cfg: ModelConfig, state: Mapping[str, Any], *,
             raise ValueError(f"cannot store an extra entry named {name!r} in a checkpoint")
     with atomic_directory(path) as tmp:
         write_config(tmp, cfg)
-        save_tree(tmp / PARAMS_DIR, _nest({n: np.asarray(jax.device_get(v)) for n, v in state.items()}))
+        save_tree(tmp / PARAMS_DIR, nest_flat({n: np.asarray(jax.device_get(v)) for n, v in state.items()}))
         for name, tree in (trees or {}).items():
             save_tree(tmp / name, tree)
         for name, data in (extra or {}).items():
@@ -193,8 +195,8 @@ def load_state(path: PathLike, sharding: Optional[jax.sharding.Sharding] = None
     check_state_against_config({n: s for n, (s, _) in meta.items()}, {n: d for n, (_, d) in meta.items()},
                                cfg, str(params_dir))
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = _nest({n: jax.ShapeDtypeStruct(s, d, sharding=sharding) for n, (s, d) in meta.items()})
-    state = _flatten_tree(restore_tree(params_dir, target))
+    target = nest_flat({n: jax.ShapeDtypeStruct(s, d, sharding=sharding) for n, (s, d) in meta.items()})
+    state = flatten_nested(restore_tree(params_dir, target))
     return cfg, state
 
 

@@ -36,8 +36,8 @@ from shared.io import CheckpointError
 from shared.params import parameter_problems
 from shared.shortcut import BOOTSTRAP_FRACTION, draw_shortcut_indices, n_bootstrap_rows
 
-from ..checkpoint import (PARAMS_DIR, build_model, load_state, model_state, restore_tree, save_state,
-                          set_model_state, tree_metadata)
+from ..checkpoint import (PARAMS_DIR, build_model, flatten_nested, load_state, model_state, nest_flat, restore_tree,
+                          save_state, set_model_state, tree_metadata)
 from ..contracts import check_dtype, check_shape
 from ..dynamics import Dynamics, pack
 from ..losses import shortcut_loss, tokenizer_loss
@@ -150,27 +150,11 @@ def _storable(x):
     return jax.random.key_data(x) if _is_key_array(x) else x
 
 
-def _nest(flat: Mapping[str, Any]) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
-def _flatten_nested(tree) -> dict[str, Any]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(path_key(k) for k in path): leaf for path, leaf in leaves}
-
-
 def _train_state_tree(state: TrainState) -> dict:
     names, leaves, _ = _flat_leaves(state)
     if len(set(names)) != len(names):
         raise RuntimeError("train-state leaf names are not unique")
-    return _nest({n: np.asarray(jax.device_get(_storable(x))) for n, x in zip(names, leaves)})
+    return nest_flat({n: np.asarray(jax.device_get(_storable(x))) for n, x in zip(names, leaves)})
 
 
 def params_by_name(params: nnx.State) -> dict[str, jax.Array]:
@@ -375,8 +359,8 @@ class Trainer:
         if problems:
             raise CheckpointError(f"{directory} does not match this {self.kind}'s training state: "
                                   + "; ".join(problems[:12]))
-        target = _nest({n: jax.ShapeDtypeStruct(s, d, sharding=self.replicated) for n, (s, d) in want.items()})
-        flat = _flatten_nested(restore_tree(directory, target))
+        target = nest_flat({n: jax.ShapeDtypeStruct(s, d, sharding=self.replicated) for n, (s, d) in want.items()})
+        flat = flatten_nested(restore_tree(directory, target))
         restored = []
         for n, x in zip(names, leaves):
             value = flat[n]
