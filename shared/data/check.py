@@ -5,7 +5,8 @@
 Checks: meta.json parses and matches this format version; every array file exists and holds
 the committed rows; the episode table is consistent; every episode's bytes match the CRC-32s
 recorded when it was written (skipped with --quick); actions are finite, in [-1, 1], zero past
-the task's action size and on each episode's first row; rewards are finite and 0 on first rows.
+the task's action size and on each episode's first row; rewards are finite and 0 on first rows;
+states (where recorded) are finite and zero past the task's state size.
 Exit status 0 when the dataset is sound, 1 when a problem was found (each problem is printed).
 """
 
@@ -16,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .format import ARRAYS, Dataset, DatasetError, episode_crcs, open_dataset
+from .format import ALL_ARRAYS, Dataset, DatasetError, episode_crcs, open_dataset
 from .tasks import TASK_NAMES, get_task
 
 
@@ -55,9 +56,9 @@ def find_problems(dataset: Dataset, verify_checksums: bool = True, progress: boo
         rows = dataset.episode_rows(e)
         if verify_checksums:
             crcs = episode_crcs(dataset, e)
-            for name in ARRAYS:
+            for name in dataset.arrays:
                 if crcs[name] != int(row[f"{name}_crc"]):
-                    problems.append(f"{dataset.path / ARRAYS[name][0]}: {where}: checksum mismatch "
+                    problems.append(f"{dataset.path / ALL_ARRAYS[name][0]}: {where}: checksum mismatch "
                                     "(the bytes changed after they were written)")
         actions = np.asarray(dataset.actions[rows])
         rewards = np.asarray(dataset.rewards[rows])
@@ -66,6 +67,11 @@ def find_problems(dataset: Dataset, verify_checksums: bool = True, progress: boo
             problems.append(f"{where}: actions not finite or outside [-1, 1]")
         elif np.any(actions[:, dim:] != 0) or np.any(actions[0] != 0):
             problems.append(f"{where}: nonzero action past dimension {dim} or on the first row")
+        if dataset.states is not None:
+            states = np.asarray(dataset.states[rows])
+            width = len(dataset.state_names(task))
+            if not np.all(np.isfinite(states)) or np.any(states[:, width:] != 0):
+                problems.append(f"{where}: states not finite or nonzero past dimension {width}")
         if not np.all(np.isfinite(rewards)) or rewards[0] != 0:
             problems.append(f"{where}: rewards not finite or nonzero on the first row")
         elif abs(float(rewards.sum(dtype=np.float64)) - float(row["return"])) > 1e-3 * max(
@@ -88,11 +94,13 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(format_task_table(dataset))
-    sizes = {name: getattr(dataset, name).nbytes for name in ARRAYS}
+    sizes = {name: getattr(dataset, name).nbytes for name in dataset.arrays}
+    print("states: " + ("recorded" if dataset.states is not None else
+                        "none (collected before states were recorded, or imported)"))
     print("bytes: " + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in sizes.items()))
     for name, extra in dataset.uncommitted_bytes.items():
         if extra:
-            print(f"note: {dataset.path / ARRAYS[name][0]} has {extra} bytes past the committed rows "
+            print(f"note: {dataset.path / ALL_ARRAYS[name][0]} has {extra} bytes past the committed rows "
                   "(left by an interrupted collection, ignored; the next collect run removes them)")
     problems = find_problems(dataset, verify_checksums=not args.quick, progress=sys.stderr.isatty())
     for problem in problems:

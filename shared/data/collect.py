@@ -29,8 +29,8 @@ import numpy as np
 
 from .format import DatasetError, DatasetWriter, open_dataset
 from .policies import POLICY_MODES, make_policy
-from .tasks import (ACTION_PAD, ACTION_REPEAT, DEFAULT_SIZE, EPISODE_STEPS, TASK_IDS, get_task,
-                    resolve_tasks)
+from .tasks import (ACTION_PAD, ACTION_REPEAT, DEFAULT_SIZE, EPISODE_STEPS, STATE_PAD, TASK_IDS,
+                    get_task, resolve_tasks)
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,18 @@ def record_episode(env, task: str, index: int, config: CollectConfig) -> dict:
     frames = np.empty((length, 3, config.size, config.size), np.uint8)
     actions = np.zeros((length, ACTION_PAD), np.float32)
     rewards = np.zeros(length, np.float32)
+    states = np.zeros((length, STATE_PAD), np.float32)
+    state_names = env.state_names
     frames[0] = env.reset(seed)
+    states[0, :len(state_names)] = env.state()
     for t in range(1, length):
         action = policy(env, t - 1)
         frames[t], rewards[t] = env.step(action)
+        states[t, :len(state_names)] = env.state()
         actions[t, :spec.action_dim] = action
     return {"task": task, "index": index, "seed": seed, "policy": policy.kind,
             "policy_params": policy.params, "frames": frames, "actions": actions,
-            "rewards": rewards}
+            "rewards": rewards, "states": states, "state_names": state_names}
 
 
 # --- workers ----------------------------------------------------------------------------------
@@ -158,8 +162,11 @@ def collect(tasks, episodes: int, out: str | os.PathLike, config: CollectConfig 
         raise ValueError(f"--episodes must be >= 0, got {episodes}")
     backend = configure_gl()
     out = Path(out)
-    with DatasetWriter(out, config.size, config.size, config.source()) as writer:
+    with DatasetWriter(out, config.size, config.size, config.source(), states=True) as writer:
         _check_same_source(out, writer.meta["source"], config)
+        if not writer.has_states:
+            log(f"note: {out} was collected before states were recorded; its new episodes have "
+                "no states either (collect into a new directory to have them)")
         jobs = [(task, i) for task in names for i in range(episodes)
                 if not writer.has_episode(task, i)]
         done = len(names) * episodes - len(jobs)
@@ -177,9 +184,11 @@ def collect(tasks, episodes: int, out: str | os.PathLike, config: CollectConfig 
                        desc="collect", dynamic_ncols=True)
         try:
             for record in _run_jobs(jobs, config, workers):
+                states = ({"states": record["states"], "state_names": record["state_names"]}
+                          if writer.has_states else {})
                 writer.append(record["task"], record["index"], record["seed"], record["policy"],
                               record["policy_params"], record["frames"], record["actions"],
-                              record["rewards"])
+                              record["rewards"], **states)
                 new_episodes += 1
                 if bar is not None:
                     bar.update(frames_per_episode)

@@ -116,6 +116,22 @@ class TaskEnv:
     def render(self) -> np.ndarray:
         return self.renderer.render()
 
+    @property
+    def state_names(self) -> list[str]:
+        """The names of `state()`'s values: 'group[i]' for each observation group in the task's
+        key order (a scalar group is 'group[0]')."""
+        names = []
+        for group, spec in self.dm_env.observation_spec().items():
+            names += [f"{group}[{i}]" for i in range(int(np.prod(spec.shape, dtype=np.int64)))]
+        return names
+
+    def state(self) -> np.ndarray:
+        """The current physical state: the task's observation of the current physics, flattened
+        in its key order (float32). It is what a state-based agent sees: positions (joint angles as
+        cos/sin where they wrap), velocities, and task extras (touch, vectors to targets)."""
+        observation = self.dm_env.task.get_observation(self.physics)
+        return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in observation.values()])
+
     def close(self) -> None:
         self.renderer.close()
 

@@ -7,6 +7,11 @@
     DIR/frames.u8      uint8   (N, 3, H, W)  frames, channel-first, row-major
     DIR/actions.f32    float32 (N, 16)       actions in [-1, 1], zero-padded past the task's size
     DIR/rewards.f32    float32 (N,)          rewards (sum over the action repeat)
+    DIR/states.f32     float32 (N, 32)       optional: each frame's physical state, the task's
+                                             dm_control observation flattened in its key order
+                                             (positions, angles as cos/sin where they wrap,
+                                             velocities, ...), zero-padded past the task's size;
+                                             `tasks[name]` in meta.json names the dimensions
 
 All little-endian, no headers, so each file can be memory-mapped and a window of consecutive
 frames is one contiguous read of exactly its own bytes. N is the total number of frames; the
@@ -19,7 +24,9 @@ no action: zeros, and `action_mask` is 0 there; its reward is 0.
 Episode table columns: task_id (index into shared.data.tasks.TASK_NAMES), index (the episode's
 number within its task, e.g. for resuming a collection), start, length, seed (-1 if unknown),
 return (sum of rewards), policy (behaviour policy kind), policy_params (dict), and CRC-32s of
-the episode's bytes in each array (frames_crc, actions_crc, rewards_crc) for `check`.
+the episode's bytes in each array (frames_crc, actions_crc, rewards_crc, and states_crc when the
+data set has states) for `check`. Data sets made before states were recorded have no states
+array and no states_crc column; they load as before (`Dataset.states` is None).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import zlib
 from pathlib import Path
 import numpy as np
 
-from .tasks import ACTION_PAD, TASK_IDS, TASK_NAMES, action_masks, get_task
+from .tasks import ACTION_PAD, STATE_PAD, TASK_IDS, TASK_NAMES, action_masks, get_task
 
 FORMAT_NAME = "dreamer4-dmc"
 FORMAT_VERSION = 1
@@ -43,12 +50,17 @@ ALIGNMENT = (
     "and the reward of that transition; row 0 of every episode has a zero action "
     "(action_mask 0) and reward 0")
 
-# name -> (file, dtype); the row shape of frames depends on the resolution.
+# name -> (file, dtype); the row shape of frames depends on the resolution. Every data set has
+# ARRAYS; OPTIONAL_ARRAYS are there when meta.json's "arrays" lists them.
 ARRAYS = {
     "frames": ("frames.u8", np.dtype("|u1")),
     "actions": ("actions.f32", np.dtype("<f4")),
     "rewards": ("rewards.f32", np.dtype("<f4")),
 }
+OPTIONAL_ARRAYS = {
+    "states": ("states.f32", np.dtype("<f4")),
+}
+ALL_ARRAYS = {**ARRAYS, **OPTIONAL_ARRAYS}
 
 EPISODE_DTYPE = np.dtype([
     ("task_id", np.int64), ("index", np.int64), ("start", np.int64), ("length", np.int64),
@@ -65,11 +77,21 @@ class DatasetError(ValueError):
 
 
 def _row_shape(name: str, height: int, width: int) -> tuple[int, ...]:
-    return {"frames": (3, height, width), "actions": (ACTION_PAD,), "rewards": ()}[name]
+    return {"frames": (3, height, width), "actions": (ACTION_PAD,), "rewards": (),
+            "states": (STATE_PAD,)}[name]
 
 
 def _row_bytes(name: str, height: int, width: int) -> int:
-    return int(np.prod(_row_shape(name, height, width), dtype=np.int64)) * ARRAYS[name][1].itemsize
+    return int(np.prod(_row_shape(name, height, width), dtype=np.int64)) * ALL_ARRAYS[name][1].itemsize
+
+
+def array_names(meta: dict) -> tuple[str, ...]:
+    """The arrays a data set holds: ARRAYS, then the optional ones its meta.json lists."""
+    return tuple(ARRAYS) + tuple(name for name in OPTIONAL_ARRAYS if name in meta["arrays"])
+
+
+def _episode_columns(names) -> tuple[str, ...]:
+    return _EPISODE_COLUMNS + tuple(f"{name}_crc" for name in names if name in OPTIONAL_ARRAYS)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -103,7 +125,8 @@ def _dump_meta(meta: dict) -> str:
     return head[:-2] + ',\n "episodes": {\n' + columns + "\n }\n}\n"
 
 
-def _new_meta(height: int, width: int, source: dict) -> dict:
+def _new_meta(height: int, width: int, source: dict, states: bool) -> dict:
+    names = tuple(ARRAYS) + (("states",) if states else ())
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -113,12 +136,12 @@ def _new_meta(height: int, width: int, source: dict) -> dict:
         "action_pad": ACTION_PAD,
         "arrays": {name: {"file": file, "dtype": dtype.str,
                           "row_shape": list(_row_shape(name, height, width))}
-                   for name, (file, dtype) in ARRAYS.items()},
+                   for name, (file, dtype) in ((n, ALL_ARRAYS[n]) for n in names)},
         "num_frames": 0,
         "num_episodes": 0,
         "tasks": {},
         "source": source,
-        "episodes": {name: [] for name in _EPISODE_COLUMNS},
+        "episodes": {name: [] for name in _episode_columns(names)},
     }
 
 
@@ -154,7 +177,11 @@ def read_meta(path: str | os.PathLike) -> dict:
                  f"field {key!r} is missing or not of type {kind.__name__}")
     _require(meta["action_pad"] == ACTION_PAD, meta_path,
              f"action_pad is {meta['action_pad']}, this code uses {ACTION_PAD}")
-    for name, (file, dtype) in ARRAYS.items():
+    unknown = sorted(set(meta["arrays"]) - set(ALL_ARRAYS))
+    _require(not unknown, meta_path, f"unknown arrays {unknown} (this code reads {sorted(ALL_ARRAYS)})")
+    names = array_names(meta)
+    for name in names:
+        file, dtype = ALL_ARRAYS[name]
         spec = meta["arrays"].get(name, {})
         expected = {"file": file, "dtype": dtype.str,
                     "row_shape": list(_row_shape(name, meta["height"], meta["width"]))}
@@ -163,20 +190,33 @@ def read_meta(path: str | os.PathLike) -> dict:
         _require(name in TASK_IDS, meta_path, f"unknown task {name!r} in tasks")
         _require(info.get("task_id") == TASK_IDS[name], meta_path,
                  f"task {name!r} has id {info.get('task_id')}, the registry says {TASK_IDS[name]}")
+        if "states" in names:
+            state_names = info.get("state_names")
+            _require(isinstance(state_names, list) and 0 < len(state_names) <= STATE_PAD
+                     and info.get("state_dim") == len(state_names), meta_path,
+                     f"task {name!r}: a data set with states needs state_dim and its {STATE_PAD} or "
+                     f"fewer state_names, got {info.get('state_dim')!r} and {state_names!r}")
     columns = meta["episodes"]
-    _require(set(columns) == set(_EPISODE_COLUMNS), meta_path,
-             f"episode table columns are {sorted(columns)}, expected {sorted(_EPISODE_COLUMNS)}")
+    expected_columns = _episode_columns(names)
+    _require(set(columns) == set(expected_columns), meta_path,
+             f"episode table columns are {sorted(columns)}, expected {sorted(expected_columns)}")
     lengths = {name: len(values) for name, values in columns.items()}
     _require(set(lengths.values()) == {meta["num_episodes"]}, meta_path,
              f"episode table columns have lengths {lengths}, num_episodes is {meta['num_episodes']}")
     return meta
 
 
+def _table_dtype(names) -> np.dtype:
+    return np.dtype(EPISODE_DTYPE.descr + [(f"{name}_crc", np.uint32) for name in names
+                                           if name in OPTIONAL_ARRAYS])
+
+
 def _episode_table(meta: dict, meta_path: Path) -> np.ndarray:
     columns = meta["episodes"]
-    table = np.zeros(meta["num_episodes"], EPISODE_DTYPE)
+    dtype = _table_dtype(array_names(meta))
+    table = np.zeros(meta["num_episodes"], dtype)
     try:
-        for name in _TABLE_COLUMNS:
+        for name in dtype.names:
             table[name] = columns[name]
     except (ValueError, TypeError, OverflowError) as error:
         raise DatasetError(f"{meta_path}: bad value in the episode table: {error}") from error
@@ -204,6 +244,8 @@ class Dataset:
       episodes: structured array (num_episodes,) with fields task_id, index, start, length,
         seed, return, policy, frames_crc, actions_crc, rewards_crc,
       frames (N, 3, H, W) uint8, actions (N, 16) float32, rewards (N,) float32,
+      states (N, 32) float32 or None (data sets recorded without states; `state_names(task)`),
+      arrays: the names of the arrays it holds (ARRAYS, plus "states" when it has them),
       uncommitted_bytes: per array, bytes past the committed rows (left by an interrupted
         collection; the next `collect` run into this directory removes them).
 
@@ -220,8 +262,10 @@ class Dataset:
         self.task_ids = [i for i in range(len(TASK_NAMES)) if i in present]
         self.tasks = [TASK_NAMES[i] for i in self.task_ids]
         self.uncommitted_bytes = {}
-        for name, (file, dtype) in ARRAYS.items():
-            setattr(self, name, self._map(name, file, dtype))
+        self.arrays = array_names(self.meta)
+        self.states = None
+        for name in self.arrays:
+            setattr(self, name, self._map(name, *ALL_ARRAYS[name]))
         self._frame_episode = None
 
     def _map(self, name: str, file: str, dtype: np.dtype) -> np.ndarray:
@@ -260,6 +304,18 @@ class Dataset:
         flags = np.ones(self.num_frames, bool)
         flags[self.episodes["start"]] = False
         return flags
+
+    def state_names(self, task: str | int) -> list[str]:
+        """The names of task `task`'s state dimensions (its first len(...) columns of `states`),
+        e.g. ['position[0]', 'position[1]', ...]. A DatasetError when the data set has no states
+        or not that task."""
+        name = TASK_NAMES[int(task)] if isinstance(task, (int, np.integer)) else str(task)
+        if self.states is None:
+            raise DatasetError(f"{self.path}: recorded without states (collected before they were "
+                               "recorded, or imported); collect the data again to have them")
+        if name not in self.meta["tasks"]:
+            raise DatasetError(f"{self.path}: has no task {name!r} (it has {', '.join(self.tasks)})")
+        return list(self.meta["tasks"][name]["state_names"])
 
     @staticmethod
     def action_mask(task_id: int) -> np.ndarray:
@@ -300,9 +356,12 @@ class DatasetWriter:
       height, width: frame size; must match an existing dataset's.
       source: how the data is made (stored in meta.json under "source" when the directory is
         created; for an existing dataset the caller compares it with `meta["source"]`).
+      states: whether a new data set records states (an existing one keeps what it has:
+        `has_states` says which, and `append` then needs or refuses `states`).
     """
 
-    def __init__(self, path: str | os.PathLike, height: int, width: int, source: dict):
+    def __init__(self, path: str | os.PathLike, height: int, width: int, source: dict,
+                 states: bool = False):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / LOCK_FILE, "w")
@@ -320,10 +379,13 @@ class DatasetWriter:
                     f"{self.path}: holds {self.meta['height']}x{self.meta['width']} frames, "
                     f"cannot append {height}x{width}")
         else:
-            self.meta = _new_meta(height, width, source)
+            self.meta = _new_meta(height, width, source, states)
         self.height, self.width = height, width
+        self.arrays = array_names(self.meta)
+        self.has_states = "states" in self.arrays
         self._files = {}
-        for name, (file, _) in ARRAYS.items():
+        for name in self.arrays:
+            file = ALL_ARRAYS[name][0]
             file_path = self.path / file
             committed = self.meta["num_frames"] * _row_bytes(name, height, width)
             if not file_path.exists():
@@ -347,9 +409,12 @@ class DatasetWriter:
         return (TASK_IDS[task], int(index)) in self._keys
 
     def append(self, task: str, index: int, seed: int, policy: str, policy_params: dict,
-               frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+               frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+               states: np.ndarray | None = None, state_names: list[str] | None = None) -> None:
         """Append one episode. frames (L, 3, H, W) uint8; actions (L, 16) float32 in [-1, 1],
-        zero past the task's action size and on row 0; rewards (L,) float32, 0 on row 0."""
+        zero past the task's action size and on row 0; rewards (L,) float32, 0 on row 0;
+        states (L, 32) float32, finite, zero past len(state_names) (when `has_states`; the
+        task's state_names must be the same in every episode)."""
         spec = get_task(task)
         where = f"{self.path}: episode {index} of {task}"
         if self.has_episode(task, index):
@@ -372,9 +437,15 @@ class DatasetWriter:
                                "and on row 0 (frame 0 has no action)")
         if not np.all(np.isfinite(rewards)) or rewards[0] != 0:
             raise DatasetError(f"{where}: rewards must be finite and 0 on row 0")
+        arrays = {"frames": frames, "actions": actions, "rewards": rewards}
+        if self.has_states:
+            arrays["states"] = self._checked_states(where, task, length, states, state_names)
+        elif states is not None:
+            raise DatasetError(f"{where}: this data set was created without states; append "
+                               "without them (or collect into a new directory)")
         crcs = {}
-        for name, array in (("frames", frames), ("actions", actions), ("rewards", rewards)):
-            data = np.ascontiguousarray(array, dtype=ARRAYS[name][1])
+        for name, array in arrays.items():
+            data = np.ascontiguousarray(array, dtype=ALL_ARRAYS[name][1])
             crcs[name] = zlib.crc32(memoryview(data).cast("B"))
             handle = self._files[name]
             handle.seek(self.meta["num_frames"] * _row_bytes(name, self.height, self.width))
@@ -384,8 +455,7 @@ class DatasetWriter:
         row = {"task_id": spec.task_id, "index": int(index), "start": self.meta["num_frames"],
                "length": int(length), "seed": int(seed), "return": float(rewards.sum(dtype=np.float64)),
                "policy": str(policy), "policy_params": policy_params,
-               "frames_crc": crcs["frames"], "actions_crc": crcs["actions"],
-               "rewards_crc": crcs["rewards"]}
+               **{f"{name}_crc": crcs[name] for name in self.arrays}}
         for name, value in row.items():
             self.meta["episodes"][name].append(value)
         self.meta["num_frames"] += int(length)
@@ -393,12 +463,34 @@ class DatasetWriter:
         info = self.meta["tasks"].setdefault(task, {"task_id": spec.task_id,
                                                      "action_dim": spec.action_dim,
                                                      "episodes": 0, "frames": 0})
+        if self.has_states:
+            info.setdefault("state_dim", len(state_names))
+            info.setdefault("state_names", list(state_names))
         info["episodes"] += 1
         info["frames"] += int(length)
         self.meta["tasks"] = {name: self.meta["tasks"][name] for name in TASK_NAMES
                               if name in self.meta["tasks"]}
         write_meta(self.path / META_FILE, self.meta)
         self._keys.add((spec.task_id, int(index)))
+
+    def _checked_states(self, where: str, task: str, length: int, states, state_names) -> np.ndarray:
+        if states is None or state_names is None:
+            raise DatasetError(f"{where}: this data set records states; pass states and state_names")
+        states = np.asarray(states)
+        names = [str(n) for n in state_names]
+        dim = len(names)
+        if not 0 < dim <= STATE_PAD:
+            raise DatasetError(f"{where}: {dim} state names; a state has 1 to {STATE_PAD} dimensions")
+        known = self.meta["tasks"].get(task, {}).get("state_names")
+        if known is not None and known != names:
+            raise DatasetError(f"{where}: state names {names} differ from the task's earlier "
+                               f"episodes' {known}")
+        if states.dtype != np.float32 or states.shape != (length, STATE_PAD):
+            raise DatasetError(f"{where}: states must be float32 ({length}, {STATE_PAD}), got "
+                               f"{states.dtype} {states.shape}")
+        if not np.all(np.isfinite(states)) or np.any(states[:, dim:] != 0):
+            raise DatasetError(f"{where}: states must be finite and zero past dimension {dim}")
+        return states
 
     def close(self) -> None:
         for handle in getattr(self, "_files", {}).values():
@@ -419,4 +511,4 @@ def episode_crcs(dataset: Dataset, episode: int) -> dict[str, int]:
     """CRC-32 of episode `episode`'s bytes in each array (reads them all)."""
     rows = dataset.episode_rows(episode)
     return {name: zlib.crc32(memoryview(np.ascontiguousarray(getattr(dataset, name)[rows])).cast("B"))
-            for name in ARRAYS}
+            for name in dataset.arrays}

@@ -21,6 +21,7 @@ from typing import Iterable
 import numpy as np
 
 ACTION_PAD = 16        # actions are stored zero-padded to this many dimensions
+STATE_PAD = 32         # states (flattened observations, at most 24 values) are stored zero-padded
 ACTION_REPEAT = 2      # control steps per agent step
 EPISODE_STEPS = 500    # agent steps per episode; an episode has EPISODE_STEPS + 1 frames
 DEFAULT_SIZE = 128     # frame height and width (upstream trains at 128x128)
@@ -144,6 +145,18 @@ def action_mask(task: str | int) -> np.ndarray:
 def action_masks() -> np.ndarray:
     """(30, ACTION_PAD) float32: `action_mask` of every task, indexed by task id."""
     return np.stack([action_mask(name) for name in TASK_NAMES])
+
+
+# Observation groups that are not part of a frame's key state: velocities need two frames, touch
+# sensors are contact forces. Everything else (positions, joint angles as cos/sin or raw, heights,
+# vectors to targets) is what one rendered frame shows and what a policy needs to see.
+NOT_KEY_STATE = ("velocity", "touch")
+
+
+def key_state(state_names: Iterable[str]) -> list[int]:
+    """Indices of the key-state dimensions among a task's state names ('position[1]', ...):
+    those whose observation group is not in NOT_KEY_STATE."""
+    return [i for i, name in enumerate(state_names) if name.split("[")[0] not in NOT_KEY_STATE]
 
 
 def make_env(name: str, seed: int, size: int = DEFAULT_SIZE, **render_options):

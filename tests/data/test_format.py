@@ -9,7 +9,7 @@ import pytest
 from shared.data import check
 from shared.data.format import (FORMAT_VERSION, META_FILE, DatasetError, DatasetWriter,
                                 open_dataset)
-from shared.data.tasks import TASK_IDS
+from shared.data.tasks import STATE_PAD, TASK_IDS, key_state
 
 from .conftest import (SYNTHETIC_SIZE, synthetic_actions, synthetic_frames, synthetic_rewards,
                        write_synthetic)
@@ -166,3 +166,84 @@ def test_check_finds_bad_values(tmp_path, capsys):
         f.write(np.float32(0.25).tobytes())
     assert check.main([str(path), "--quick"]) == 1
     assert "nonzero action past dimension 4 or on the first row" in capsys.readouterr().out
+
+
+def _state_episode(length, dim, value=0.5):
+    states = np.zeros((length, STATE_PAD), np.float32)
+    states[:, :dim] = value + np.arange(length)[:, None] / 100
+    return states
+
+
+def test_states_round_trip_and_old_data_sets_have_none(tmp_path, synthetic):
+    old, _ = synthetic
+    assert open_dataset(old).states is None and open_dataset(old).arrays == ("frames", "actions", "rewards")
+    with pytest.raises(DatasetError, match="recorded without states"):
+        open_dataset(old).state_names("walker-walk")
+    names = ["position[0]", "position[1]", "velocity[0]"]
+    with DatasetWriter(tmp_path / "ds", SYNTHETIC_SIZE, SYNTHETIC_SIZE, {"kind": "t"}, states=True) as writer:
+        for index, length in enumerate((5, 7)):
+            writer.append("cartpole-swingup", index, seed=0, policy="t", policy_params={},
+                          frames=synthetic_frames(index, length),
+                          actions=synthetic_actions("cartpole-swingup", index, length),
+                          rewards=synthetic_rewards(index, length),
+                          states=_state_episode(length, 3, value=index), state_names=names)
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.arrays[-1] == "states" and ds.states.shape == (12, STATE_PAD)
+    assert ds.state_names("cartpole-swingup") == names
+    assert np.array_equal(ds.states[ds.episode_rows(1)], _state_episode(7, 3, value=1))
+    assert check.main([str(tmp_path / "ds")]) == 0
+    with open(tmp_path / "ds" / "states.f32", "r+b") as f:  # flip a state byte behind the writer
+        f.seek(4 * STATE_PAD * 6 + 1)
+        f.write(b"\x7f")
+    assert check.main([str(tmp_path / "ds")]) == 1
+
+
+def test_writer_checks_states(tmp_path, synthetic):
+    length, names = 4, ["position[0]", "velocity[0]"]
+    good = dict(frames=synthetic_frames(0, length), actions=synthetic_actions("pendulum-swingup", 0, length),
+                rewards=synthetic_rewards(0, length))
+    with DatasetWriter(tmp_path / "ds", SYNTHETIC_SIZE, SYNTHETIC_SIZE, {"kind": "t"}, states=True) as writer:
+        def append(index=0, **changes):
+            writer.append("pendulum-swingup", index, seed=0, policy="t", policy_params={},
+                          **{**good, "states": _state_episode(length, 2), "state_names": names, **changes})
+
+        with pytest.raises(DatasetError, match="pass states and state_names"):
+            append(states=None)
+        with pytest.raises(DatasetError, match=r"states must be float32 \(4, 32\)"):
+            append(states=_state_episode(length, 2)[:, :8])
+        with pytest.raises(DatasetError, match="zero past dimension 2"):
+            append(states=_state_episode(length, 3))
+        bad = _state_episode(length, 2)
+        bad[1, 0] = np.inf
+        with pytest.raises(DatasetError, match="finite"):
+            append(states=bad)
+        append()
+        with pytest.raises(DatasetError, match="differ from the task's earlier episodes"):
+            append(index=1, state_names=["a[0]", "b[0]"])
+    with DatasetWriter(synthetic[0], SYNTHETIC_SIZE, SYNTHETIC_SIZE, {"kind": "synthetic"}, states=True) as writer:
+        assert not writer.has_states  # an existing data set keeps what it has
+        with pytest.raises(DatasetError, match="created without states"):
+            writer.append("pendulum-swingup", 99, seed=0, policy="t", policy_params={}, **good,
+                          states=_state_episode(length, 2), state_names=names)
+
+
+def test_meta_with_states_but_no_state_names_is_refused(tmp_path):
+    with DatasetWriter(tmp_path / "ds", SYNTHETIC_SIZE, SYNTHETIC_SIZE, {"kind": "t"}, states=True) as writer:
+        writer.append("pendulum-swingup", 0, seed=0, policy="t", policy_params={},
+                      frames=synthetic_frames(0, 3), actions=synthetic_actions("pendulum-swingup", 0, 3),
+                      rewards=synthetic_rewards(0, 3), states=_state_episode(3, 1), state_names=["x[0]"])
+    meta_path = tmp_path / "ds" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["tasks"]["pendulum-swingup"]["state_names"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="needs state_dim and its 32 or fewer state_names"):
+        open_dataset(tmp_path / "ds")
+    meta["arrays"]["poses"] = {}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"unknown arrays \['poses'\]"):
+        open_dataset(tmp_path / "ds")
+
+
+def test_key_state_leaves_out_velocities_and_touch():
+    names = ["position[0]", "position[1]", "velocity[0]", "touch[0]", "height[0]", "to_target[1]"]
+    assert key_state(names) == [0, 1, 4, 5]
