@@ -1,4 +1,4 @@
-"""`python -m dreamer4_torch.eval COMMAND RUN [options]`: one evaluation of a trained dynamics run.
+"""`python -m dreamer4_torch.eval COMMAND [RUN] [options]`: one evaluation of a trained run.
 
 `python -m dreamer4_torch.eval COMMAND --help` explains that command's options.
 """
@@ -16,6 +16,8 @@ COMMANDS = {
                          "seeds, with action ablations, per task, or on another data set"),
     "one-step": ("one_step", "one-frame-ahead latent error of the model against repeating the last latent "
                              "and a linear AR(2), on held-out and training windows"),
+    "probe": ("probe", "R² of a linear probe from a frame's tokenizer latents to its physical state, per task "
+                       "and state dimension, on held-out episodes (a data set with recorded states)"),
     "attention": ("attention", "per layer and head, the time-attention weight a new frame puts on itself, "
                                "the previous frame, the one before and older frames"),
 }
