@@ -53,11 +53,12 @@ def _holdout(args, tokenizer_dir: Path):
             raise SystemExit(f"error: --holdout-per-task must be a count >= 1 or a fraction in (0, 1), "
                              f"got {value}")
         return int(value) if value >= 1 else float(value)
+    from shared.train_options import TokenizerOptions, options_from_json
     options = tokenizer_dir / "options.json"
     if options.is_file():
         try:
-            return json.loads(options.read_text()).get("holdout_per_task", 1)
-        except json.JSONDecodeError:
+            return options_from_json(TokenizerOptions, options).holdout_per_task
+        except (ValueError, TypeError):  # not a tokenizer run's options: the default split
             pass
     return 1
 
@@ -71,10 +72,9 @@ def episode_latents(tokenizer, dataset, episode: int, stride: int, chunk: int, b
     rows = dataset.episode_rows(episode)
     frames = np.asarray(dataset.frames[rows])
     keep = np.arange(0, len(frames), stride)
-    if chunk == 1:  # frames are encoded alone: encode only the ones probed
-        parts = [encode_chunked(tokenizer, to_video(torch.from_numpy(frames[keep[i:i + batch]])[None], "cpu")[0][:, None], 1)
-                 for i in range(0, len(keep), batch)]
-        z = torch.cat(parts)[:, 0]
+    if chunk == 1:  # frames are encoded alone: encode only the ones probed, as clips of one frame
+        video = to_video(torch.from_numpy(frames[keep]), "cpu")[:, None]
+        z = torch.cat([tokenizer.encode(video[i:i + batch]) for i in range(0, len(keep), batch)])[:, 0]
     else:
         z = encode_chunked(tokenizer, to_video(torch.from_numpy(frames)[None], "cpu"), chunk)[0][keep]
     return z.reshape(z.shape[0], -1).float().numpy()
@@ -86,8 +86,8 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
     from shared.data.tasks import TASK_IDS, key_state
 
     table = dataset.episodes
-    episodes = [e for e in np.concatenate([train_eps, heldout_eps])
-                if dataset.tasks[dataset.task_ids.index(int(table["task_id"][e]))] in tasks]
+    wanted = [TASK_IDS[task] for task in tasks]
+    episodes = [e for e in np.concatenate([train_eps, heldout_eps]) if table["task_id"][e] in wanted]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -188,9 +188,9 @@ def main(argv=None) -> int:
         out = args.tokenizer / "probe.json"
     if out is not None and str(out) != "none":
         from shared.io import atomic_write_bytes
-        atomic_write_bytes(out, (json.dumps({"tokenizer": str(args.tokenizer), "data": str(args.data),
-                                           "stride": args.stride, "holdout_per_task": holdout,
-                                            "tasks": results}, indent=1) + "\n").encode())
+        record = {"tokenizer": str(args.tokenizer), "data": str(args.data), "stride": args.stride,
+                  "holdout_per_task": holdout, "tasks": results}
+        atomic_write_bytes(out, (json.dumps(record, indent=1) + "\n").encode())
         print(f"wrote {out}")
     return 0
 

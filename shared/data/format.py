@@ -67,8 +67,6 @@ EPISODE_DTYPE = np.dtype([
     ("seed", np.int64), ("return", np.float64), ("policy", "U16"),
     ("frames_crc", np.uint32), ("actions_crc", np.uint32), ("rewards_crc", np.uint32),
 ])
-_TABLE_COLUMNS = EPISODE_DTYPE.names
-_EPISODE_COLUMNS = _TABLE_COLUMNS + ("policy_params",)
 
 
 class DatasetError(ValueError):
@@ -85,13 +83,25 @@ def _row_bytes(name: str, height: int, width: int) -> int:
     return int(np.prod(_row_shape(name, height, width), dtype=np.int64)) * ALL_ARRAYS[name][1].itemsize
 
 
+def _array_spec(name: str, height: int, width: int) -> dict:
+    """meta.json's entry for array `name`."""
+    file, dtype = ALL_ARRAYS[name]
+    return {"file": file, "dtype": dtype.str, "row_shape": list(_row_shape(name, height, width))}
+
+
 def array_names(meta: dict) -> tuple[str, ...]:
     """The arrays a data set holds: ARRAYS, then the optional ones its meta.json lists."""
     return tuple(ARRAYS) + tuple(name for name in OPTIONAL_ARRAYS if name in meta["arrays"])
 
 
+def _table_dtype(names) -> np.dtype:
+    """The episode table's array columns for a data set holding arrays `names`."""
+    return np.dtype(EPISODE_DTYPE.descr + [(f"{name}_crc", np.uint32) for name in names
+                                           if name in OPTIONAL_ARRAYS])
+
+
 def _episode_columns(names) -> tuple[str, ...]:
-    return _EPISODE_COLUMNS + tuple(f"{name}_crc" for name in names if name in OPTIONAL_ARRAYS)
+    return _table_dtype(names).names + ("policy_params",)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -134,9 +144,7 @@ def _new_meta(height: int, width: int, source: dict, states: bool) -> dict:
         "height": int(height),
         "width": int(width),
         "action_pad": ACTION_PAD,
-        "arrays": {name: {"file": file, "dtype": dtype.str,
-                          "row_shape": list(_row_shape(name, height, width))}
-                   for name, (file, dtype) in ((n, ALL_ARRAYS[n]) for n in names)},
+        "arrays": {name: _array_spec(name, height, width) for name in names},
         "num_frames": 0,
         "num_episodes": 0,
         "tasks": {},
@@ -181,10 +189,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     _require(not unknown, meta_path, f"unknown arrays {unknown} (this code reads {sorted(ALL_ARRAYS)})")
     names = array_names(meta)
     for name in names:
-        file, dtype = ALL_ARRAYS[name]
         spec = meta["arrays"].get(name, {})
-        expected = {"file": file, "dtype": dtype.str,
-                    "row_shape": list(_row_shape(name, meta["height"], meta["width"]))}
+        expected = _array_spec(name, meta["height"], meta["width"])
         _require(spec == expected, meta_path, f"arrays.{name} is {spec}, expected {expected}")
     for name, info in meta["tasks"].items():
         _require(name in TASK_IDS, meta_path, f"unknown task {name!r} in tasks")
@@ -204,11 +210,6 @@ def read_meta(path: str | os.PathLike) -> dict:
     _require(set(lengths.values()) == {meta["num_episodes"]}, meta_path,
              f"episode table columns have lengths {lengths}, num_episodes is {meta['num_episodes']}")
     return meta
-
-
-def _table_dtype(names) -> np.dtype:
-    return np.dtype(EPISODE_DTYPE.descr + [(f"{name}_crc", np.uint32) for name in names
-                                           if name in OPTIONAL_ARRAYS])
 
 
 def _episode_table(meta: dict, meta_path: Path) -> np.ndarray:
@@ -385,8 +386,7 @@ class DatasetWriter:
         self.has_states = "states" in self.arrays
         self._files = {}
         for name in self.arrays:
-            file = ALL_ARRAYS[name][0]
-            file_path = self.path / file
+            file_path = self.path / ALL_ARRAYS[name][0]
             committed = self.meta["num_frames"] * _row_bytes(name, height, width)
             if not file_path.exists():
                 if committed:
