@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from shared.agent import check_agent_start
 from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
 from shared.io import CheckpointError, atomic_directory, read_config, write_config
 from shared.params import check_parameters, param_table
@@ -213,3 +214,15 @@ def load_model(path: PathLike, kind: Optional[str] = None, *, rngs: Optional[nnx
     model = build_model(cfg, rngs=rngs)
     set_model_state(model, state, str(path / PARAMS_DIR))
     return model.eval()
+
+
+def load_for_agent(path: PathLike, finetune: DynamicsConfig, *, rngs: Optional[nnx.Rngs] = None) -> Dynamics:
+    """A dynamics checkpoint in the agent-finetuning model `finetune` (shared.agent.agent_config):
+    every stored parameter is loaded, the ones the checkpoint lacks (task embedding, heads) keep their
+    table initialisation (`rngs`, default nnx.Rngs(0)). Training mode."""
+    path = Path(path)
+    check_agent_start(read_config(path), finetune, str(path))
+    _, state = load_state(path)
+    model = Dynamics(finetune, rngs=nnx.Rngs(0) if rngs is None else rngs)
+    set_model_state(model, {**model_state(model), **state}, str(path / PARAMS_DIR))
+    return model

@@ -13,13 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from shared.agent import POLICY_STD_MAX, POLICY_STD_MIN
 from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 from shared.positions import position_table
 
 from .contracts import check_dtype, check_shape
 from .init import build_checked
-from .layers import BlockCausalTransformer, KVCache, Module, add_positions, host_zeros, linear
+from .layers import BlockCausalTransformer, KVCache, Module, RMSNorm, add_positions, host_zeros, linear
 
 
 def pack(z: jax.Array, packing_factor: int) -> jax.Array:
@@ -57,6 +58,20 @@ class ActionEncoder(Module):
         return (self.fc2(jax.nn.silu(self.fc1(x))) + self.base[...])[:, :, None, :]
 
 
+class AgentHead(Module):
+    """h (B, T, 1, D) -> (B, T, L, width): RMSNorm, Linear(D, D), SiLU, then one output layer per
+    distance n = 1..L (multi-token prediction; shared.agent)."""
+
+    def __init__(self, d_model: int, width: int, length: int, rngs: nnx.Rngs):
+        self.norm = RMSNorm(d_model)
+        self.fc = linear(d_model, d_model, rngs)
+        self.out = nnx.List([linear(d_model, width, rngs) for _ in range(length)])
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        x = jax.nn.silu(self.fc(self.norm(h[:, :, 0])))
+        return jnp.stack([layer(x) for layer in self.out], axis=2)
+
+
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -85,6 +100,11 @@ class Dynamics(Module):
                                       rngs=rngs)
         self.transformer = BlockCausalTransformer(tf, space_mask(self.layout, cfg.space_mode), rngs=rngs)
         self.flow_x_head = linear(tf.d_model, cfg.d_spatial, rngs)
+        if cfg.n_tasks:
+            self.task_embed = nnx.Embed(cfg.n_tasks, tf.d_model, embedding_init=host_zeros, rngs=rngs)
+        if cfg.agent_heads:
+            self.policy_head = AgentHead(tf.d_model, 2 * cfg.action_dim, cfg.mtp_length, rngs)
+            self.reward_head = AgentHead(tf.d_model, cfg.reward_bins, cfg.mtp_length, rngs)
         self.deterministic = False      # training mode, as a fresh torch module
         build_checked(self, cfg, rngs)
 
@@ -98,7 +118,7 @@ class Dynamics(Module):
     def unpack(self, packed: jax.Array) -> jax.Array:
         return unpack(packed, self.config.packing_factor)
 
-    def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens):
+    def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens, task_ids=None):
         c = self.config
         check_shape("packed latents", packed, ("B", "T", c.n_spatial, c.d_spatial))
         B, T = packed.shape[:2]
@@ -115,6 +135,32 @@ class Dynamics(Module):
             raise ValueError("act_mask given without actions")
         if agent_tokens is not None:
             check_shape("agent_tokens", agent_tokens, (B, T, c.n_agent, c.transformer.d_model))
+        if task_ids is not None:
+            if not c.n_tasks:
+                raise ValueError("task_ids given, but this dynamics model has no task embedding (dynamics.n_tasks=0)")
+            if agent_tokens is not None:
+                raise ValueError("give task_ids or agent_tokens, not both")
+            check_dtype("task_ids", task_ids, int, f"an integer array of shape ({B},)")
+            check_shape("task_ids", task_ids, (B,))
+            if _is_concrete(task_ids) and B:
+                lo_v, hi_v = int(np.min(task_ids)), int(np.max(task_ids))
+                if lo_v < 0 or hi_v >= c.n_tasks:
+                    raise ValueError(f"task_ids must lie in [0, {c.n_tasks - 1}], got [{lo_v}, {hi_v}]")
+
+    def agent_inputs(self, task_ids: jax.Array, frames: int) -> jax.Array:
+        """(B,) task ids -> the agent tokens (B, frames, 1, D): each task's embedding at every frame."""
+        e = self.task_embed(jnp.asarray(task_ids))
+        return jnp.broadcast_to(e[:, None, None, :], (e.shape[0], frames, 1, e.shape[-1]))
+
+    def policy(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Agent output h (B, T, 1, D) -> the action distributions of distances 1..L: (mean, std), each
+        (B, T, L, action_dim); mean = tanh(.), std in [POLICY_STD_MIN, POLICY_STD_MAX] (shared.agent)."""
+        raw_mean, raw_std = jnp.split(self.policy_head(h).astype(jnp.float32), 2, axis=-1)
+        return jnp.tanh(raw_mean), POLICY_STD_MIN + (POLICY_STD_MAX - POLICY_STD_MIN) * jax.nn.sigmoid(raw_std)
+
+    def reward_logits(self, h: jax.Array) -> jax.Array:
+        """Agent output h (B, T, 1, D) -> reward logits (B, T, L, reward_bins) of distances 1..L."""
+        return self.reward_head(h).astype(jnp.float32)
 
     def tokens(self, packed, signal_idx, step_idx, actions=None, act_mask=None, agent_tokens=None):
         """Assemble the (B, T, S, D) input tokens (before positions)."""
@@ -140,14 +186,16 @@ class Dynamics(Module):
 
     def __call__(self, packed: jax.Array, *, signal_idx: jax.Array, step_idx: jax.Array,
                  actions: Optional[jax.Array] = None, act_mask: Optional[jax.Array] = None,
-                 agent_tokens: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-                 commit: int = 0, time_window: Optional[int] = None, outputs_from: int = 0):
+                 agent_tokens: Optional[jax.Array] = None, task_ids: Optional[jax.Array] = None,
+                 cache: Optional[KVCache] = None, commit: int = 0, time_window: Optional[int] = None,
+                 outputs_from: int = 0):
         """Predict clean packed latents.
 
         packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
         (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
         produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
-        agent_tokens (B, T, n_agent, D) or None (zeros).
+        agent_tokens (B, T, n_agent, D) or None (zeros); or, with a task embedding (n_tasks > 0),
+        task_ids (B,) integers: each task's embedding in the agent slot of every frame.
         Generation only: with `cache` the T frames follow the cached frames (time positions continue
         from cache.end) and the first `commit` of them are added to the cache; `time_window` limits how
         many earlier frames each frame sees; only frames `outputs_from`.. are predicted
@@ -156,7 +204,9 @@ class Dynamics(Module):
         Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
         """
         packed = jnp.asarray(packed)
-        self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
+        self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens, task_ids)
+        if task_ids is not None:
+            agent_tokens = self.agent_inputs(task_ids, packed.shape[1])
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         tf = self.config.transformer
         if cache is None and time_window is None and not outputs_from:

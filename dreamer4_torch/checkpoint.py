@@ -11,6 +11,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shared.agent import check_agent_start
 from shared.config import DynamicsConfig, ModelConfig, TokenizerConfig
 from shared.io import CheckpointError, atomic_directory, read_config, write_config
 from shared.params import check_parameters, param_table
@@ -93,3 +94,15 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def load_for_agent(path: Union[str, os.PathLike], finetune: DynamicsConfig,
+                   device: Union[str, torch.device] = "cpu") -> Dynamics:
+    """A dynamics checkpoint in the agent-finetuning model `finetune` (shared.agent.agent_config):
+    every stored parameter is loaded, the ones the checkpoint lacks (task embedding, heads) keep their
+    table initialisation (torch's global RNG). Training mode."""
+    cfg, state = load_state(path)
+    check_agent_start(cfg, finetune, str(path))
+    model = Dynamics(finetune)
+    model.load_state_dict({**model.state_dict(), **state}, strict=True)
+    return model.to(device)

@@ -11,11 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.agent import POLICY_STD_MAX, POLICY_STD_MIN
 from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
 
 from .init import build_checked
-from .layers import BlockCausalTransformer, KVCache, add_positions
+from .layers import BlockCausalTransformer, KVCache, RMSNorm, add_positions
 
 
 def pack(z: torch.Tensor, packing_factor: int) -> torch.Tensor:
@@ -54,6 +55,21 @@ class ActionEncoder(nn.Module):
         return (self.fc2(F.silu(self.fc1(x))) + self.base)[:, :, None, :]
 
 
+class AgentHead(nn.Module):
+    """h (B, T, 1, D) -> (B, T, L, width): RMSNorm, Linear(D, D), SiLU, then one output layer per
+    distance n = 1..L (multi-token prediction; shared.agent)."""
+
+    def __init__(self, d_model: int, width: int, length: int):
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.fc = nn.Linear(d_model, d_model)
+        self.out = nn.ModuleList(nn.Linear(d_model, width) for _ in range(length))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = F.silu(self.fc(self.norm(h[:, :, 0])))
+        return torch.stack([layer(x) for layer in self.out], dim=2)
+
+
 class Dynamics(nn.Module):
     def __init__(self, cfg: DynamicsConfig):
         super().__init__()
@@ -70,6 +86,11 @@ class Dynamics(nn.Module):
         self.signal_embed = nn.Embedding(cfg.k_max + 1, tf.d_model)
         self.transformer = BlockCausalTransformer(tf, space_mask(self.layout, cfg.space_mode))
         self.flow_x_head = nn.Linear(tf.d_model, cfg.d_spatial)
+        if cfg.n_tasks:
+            self.task_embed = nn.Embedding(cfg.n_tasks, tf.d_model)
+        if cfg.agent_heads:
+            self.policy_head = AgentHead(tf.d_model, 2 * cfg.action_dim, cfg.mtp_length)
+            self.reward_head = AgentHead(tf.d_model, cfg.reward_bins, cfg.mtp_length)
         build_checked(self, cfg)
 
     def pack(self, z: torch.Tensor) -> torch.Tensor:
@@ -78,7 +99,7 @@ class Dynamics(nn.Module):
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
         return unpack(packed, self.config.packing_factor)
 
-    def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens):
+    def check_inputs(self, packed, signal_idx, step_idx, actions, act_mask, agent_tokens, task_ids=None):
         c = self.config
         if packed.dim() != 4 or tuple(packed.shape[2:]) != (c.n_spatial, c.d_spatial):
             raise ValueError(f"packed latents must have shape (B, T, {c.n_spatial}, {c.d_spatial}), "
@@ -100,6 +121,32 @@ class Dynamics(nn.Module):
         if agent_tokens is not None and tuple(agent_tokens.shape) != (B, T, c.n_agent, c.transformer.d_model):
             raise ValueError(f"agent_tokens must have shape ({B}, {T}, {c.n_agent}, {c.transformer.d_model}), "
                              f"got {tuple(agent_tokens.shape)}")
+        if task_ids is not None:
+            if not c.n_tasks:
+                raise ValueError("task_ids given, but this dynamics model has no task embedding (dynamics.n_tasks=0)")
+            if agent_tokens is not None:
+                raise ValueError("give task_ids or agent_tokens, not both")
+            if not isinstance(task_ids, torch.Tensor) or task_ids.is_floating_point() or tuple(task_ids.shape) != (B,):
+                raise ValueError(f"task_ids must be an integer tensor of shape ({B},)")
+            if task_ids.device.type == "cpu" and not torch.compiler.is_compiling() and B and \
+                    (int(task_ids.min()) < 0 or int(task_ids.max()) >= c.n_tasks):
+                raise ValueError(f"task_ids must lie in [0, {c.n_tasks - 1}], got "
+                                 f"[{int(task_ids.min())}, {int(task_ids.max())}]")
+
+    def agent_inputs(self, task_ids: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B,) task ids -> the agent tokens (B, frames, 1, D): each task's embedding at every frame."""
+        return self.task_embed(task_ids.long())[:, None, None, :].expand(-1, frames, -1, -1)
+
+    def policy(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Agent output h (B, T, 1, D) -> the action distributions of distances 1..L: (mean, std), each
+        (B, T, L, action_dim); mean = tanh(.), std in [POLICY_STD_MIN, POLICY_STD_MAX] (shared.agent)."""
+        out = self.policy_head(h)
+        raw_mean, raw_std = out.float().chunk(2, dim=-1)
+        return torch.tanh(raw_mean), POLICY_STD_MIN + (POLICY_STD_MAX - POLICY_STD_MIN) * torch.sigmoid(raw_std)
+
+    def reward_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Agent output h (B, T, 1, D) -> reward logits (B, T, L, reward_bins) of distances 1..L."""
+        return self.reward_head(h).float()
 
     def tokens(self, packed, signal_idx, step_idx, actions=None, act_mask=None, agent_tokens=None):
         """Assemble the (B, T, S, D) input tokens (before positions)."""
@@ -125,21 +172,25 @@ class Dynamics(nn.Module):
 
     def forward(self, packed: torch.Tensor, *, signal_idx: torch.Tensor, step_idx: torch.Tensor,
                 actions: Optional[torch.Tensor] = None, act_mask: Optional[torch.Tensor] = None,
-                agent_tokens: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
-                commit: int = 0, time_window: Optional[int] = None, outputs_from: int = 0):
+                agent_tokens: Optional[torch.Tensor] = None, task_ids: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None, commit: int = 0, time_window: Optional[int] = None,
+                outputs_from: int = 0):
         """Predict clean packed latents.
 
         packed (B, T, n_spatial, d_spatial) noisy latents; signal_idx, step_idx (B, T) integers
         (tau = signal_idx / k_max, d = 2^-step_idx); actions (B, T, action_dim) with the action that
         produced frame t at t; act_mask broadcastable to actions (1 = real dimension);
-        agent_tokens (B, T, n_agent, D) or None (zeros).
+        agent_tokens (B, T, n_agent, D) or None (zeros); or, with a task embedding (n_tasks > 0),
+        task_ids (B,) integers: each task's embedding in the agent slot of every frame.
         Generation only: with `cache` the T frames follow the cached frames (time positions continue
         from cache.end) and the first `commit` of them are added to the cache; `time_window` limits
         how many earlier frames each frame sees; only frames `outputs_from`.. are predicted
         (BlockCausalTransformer.forward).
         Returns (x1_hat (B, T, n_spatial, d_spatial), h (B, T, n_agent, D) or None).
         """
-        self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
+        self.check_inputs(packed, signal_idx, step_idx, actions, act_mask, agent_tokens, task_ids)
+        if task_ids is not None:
+            agent_tokens = self.agent_inputs(task_ids, packed.shape[1])
         x = self.tokens(packed, signal_idx, step_idx, actions, act_mask, agent_tokens)
         tf = self.config.transformer
         if cache is None and time_window is None and not outputs_from:

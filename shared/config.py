@@ -200,6 +200,13 @@ class DynamicsConfig:
     k_max: int = 8
     action_dim: int = 16
     space_mode: str = "wm_agent_isolated"
+    # Agent finetuning (shared.agent): a learned task embedding fills the agent slot (one row per
+    # task id of shared.data.tasks; 0 = the slot holds zeros or the caller's agent_tokens), and the
+    # policy and reward heads read the agent output h_t, each predicting `mtp_length` future steps.
+    n_tasks: int = 0
+    agent_heads: bool = False
+    mtp_length: int = 8
+    reward_bins: int = 255
 
     kind = "dynamics"
 
@@ -218,6 +225,12 @@ class DynamicsConfig:
         _require(_is_pow2(self.k_max), f"dynamics.k_max must be a power of two, got {self.k_max}")
         _require(self.space_mode in DYNAMICS_SPACE_MODES,
                  f"dynamics.space_mode must be one of {DYNAMICS_SPACE_MODES}, got {self.space_mode!r}")
+        _require(self.n_tasks >= 0, f"dynamics.n_tasks must be >= 0, got {self.n_tasks}")
+        if self.n_tasks or self.agent_heads:
+            _require(self.n_agent == 1, f"dynamics.n_tasks and dynamics.agent_heads need exactly one agent "
+                                        f"token (dynamics.n_agent=1), got n_agent={self.n_agent}")
+        _require(self.mtp_length >= 1, f"dynamics.mtp_length must be >= 1, got {self.mtp_length}")
+        _require(self.reward_bins >= 2, f"dynamics.reward_bins must be >= 2, got {self.reward_bins}")
 
     @property
     def n_spatial(self) -> int:

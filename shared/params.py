@@ -119,6 +119,23 @@ def dynamics_params(cfg: DynamicsConfig) -> list[ParamSpec]:
     params += [ParamSpec("signal_embed.weight", (cfg.k_max + 1, d), "embedding", "normal", 1.0)]
     params += transformer_params("transformer", cfg.transformer)
     params += _linear("flow_x_head", d, cfg.d_spatial, weight_init="zeros", bias_init="zeros")
+    # Agent finetuning (shared.agent) comes last, so the pretrained part of the table, its order and
+    # its initial draws are those of the model without it.
+    if cfg.n_tasks:
+        params += [ParamSpec("task_embed.weight", (cfg.n_tasks, d), "embedding", "normal", 1.0)]
+    if cfg.agent_heads:
+        params += _head("policy_head", d, [2 * cfg.action_dim] * cfg.mtp_length, out_std=0.01)
+        params += _head("reward_head", d, [cfg.reward_bins] * cfg.mtp_length, out_std=0.0)
+    return params
+
+
+def _head(name: str, d: int, widths: Sequence[int], out_std: float) -> list[ParamSpec]:
+    """RMSNorm -> Linear(d, d) -> SiLU -> one output Linear per distance (`name.out.N`); output weights
+    N(0, out_std^2) (zeros for 0: a uniform reward distribution at the start), output biases zeros."""
+    params = _norm(f"{name}.norm", d) + _linear(f"{name}.fc", d, d)
+    for i, width in enumerate(widths):
+        params += _linear(f"{name}.out.{i}", d, width, weight_init="normal" if out_std else "zeros",
+                          weight_std=out_std, bias_init="zeros")
     return params
 
 

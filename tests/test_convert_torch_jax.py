@@ -16,6 +16,7 @@ import dreamer4_torch as dt  # noqa: E402
 from convert.__main__ import main as convert_main  # noqa: E402
 from convert.torch_jax import (ConversionError, jax_to_torch, jax_to_torch_state, torch_to_jax,  # noqa: E402
                                torch_to_jax_state)
+from shared.agent import agent_config  # noqa: E402
 from shared.config import replace  # noqa: E402
 from shared.recipes import get_preset  # noqa: E402
 from shared.params import param_table  # noqa: E402
@@ -32,8 +33,9 @@ def _bytes_equal(a: dict, b: dict) -> bool:
         for k in a)
 
 
-@pytest.mark.parametrize("cfg", [TINY.tokenizer, TINY.dynamics, replace(TINY.tokenizer, **PAPER)],
-                         ids=["tokenizer", "dynamics", "tokenizer-paper"])
+@pytest.mark.parametrize("cfg", [TINY.tokenizer, TINY.dynamics, replace(TINY.tokenizer, **PAPER),
+                                 agent_config(TINY.dynamics, 5)],
+                         ids=["tokenizer", "dynamics", "tokenizer-paper", "dynamics-agent"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_torch_jax_torch_is_bit_exact(cfg, dtype):
     torch.manual_seed(0)
@@ -49,10 +51,11 @@ def test_torch_jax_torch_is_bit_exact(cfg, dtype):
     assert _bytes_equal(jax_to_torch_state(jstate, cfg), state)
 
 
-def test_jax_torch_jax_is_bit_exact_and_models_match():
-    jmodel = dj.Dynamics(TINY.dynamics, rngs=nnx.Rngs(7))
+@pytest.mark.parametrize("cfg", [TINY.dynamics, agent_config(TINY.dynamics, 5)], ids=["dynamics", "dynamics-agent"])
+def test_jax_torch_jax_is_bit_exact_and_models_match(cfg):
+    jmodel = dj.Dynamics(cfg, rngs=nnx.Rngs(7))
     state = dj.model_state(jmodel)
-    back = torch_to_jax_state(jax_to_torch_state(state, TINY.dynamics), TINY.dynamics)
+    back = torch_to_jax_state(jax_to_torch_state(state, cfg), cfg)
     chex.assert_trees_all_equal_dtypes(state, back)
     chex.assert_trees_all_equal(state, back, strict=True)
     tmodel = jax_to_torch(jmodel.eval())
@@ -98,6 +101,8 @@ def test_cli_round_trip_is_byte_identical(tmp_path, capsys):
     a, b = _cli_round_trip(tmp_path, dt.Tokenizer(replace(TINY.tokenizer, **PAPER)), "tok")
     assert _bytes_equal(a, b)
     assert "wrote PyTorch tokenizer checkpoint" in capsys.readouterr().out
+    a, b = _cli_round_trip(tmp_path, dt.Dynamics(agent_config(TINY.dynamics, 5)), "agent")
+    assert _bytes_equal(a, b) and "task_embed.weight" in a and "reward_head.out.7.bias" in a
 
 
 @pytest.mark.slow
