@@ -147,3 +147,18 @@ def check_agent_start(pretrained: ModelConfig, finetune: DynamicsConfig, source:
         check_pretrained(pretrained, finetune)
     except ConfigError as e:
         raise CheckpointError(f"{source} cannot start this agent model: {e}") from e
+
+
+def relevant_episodes(returns: np.ndarray, task_ids: np.ndarray, episodes: np.ndarray, quantile: float) -> np.ndarray:
+    """The task-relevant episodes among `episodes` (rows of the episode table, whose `return` and
+    `task_id` columns are given): per task, those whose return is at or above the `quantile` of that
+    task's returns among `episodes` (0.5: the better half). Our data mixes scripted, oscillating and
+    random behaviour, so the better half of each task's episodes is the closest it has to the
+    paper's task-relevant demonstrations. Sorted int64 row ids."""
+    episodes = np.asarray(episodes, np.int64)
+    keep = []
+    for task in np.unique(task_ids[episodes]):
+        rows = episodes[task_ids[episodes] == task]
+        threshold = np.quantile(returns[rows], quantile)
+        keep.extend(rows[returns[rows] >= threshold].tolist())
+    return np.sort(np.asarray(keep, np.int64))

@@ -91,6 +91,18 @@ class DynamicsOptions(CommonOptions):
     eval_sampling_steps: int = opt(4, "shortcut steps K per generated frame in evaluation")
 
 
+@dataclass
+class AgentOptions(DynamicsOptions):
+    dynamics: str = opt(None, "pretrained dynamics checkpoint directory (trained on --tokenizer) to finetune",
+                        required=True)
+    bc_weight: Optional[float] = opt(None, "weight of the behaviour-cloning loss (the video loss has weight 1)")
+    reward_weight: Optional[float] = opt(None, "weight of the reward loss")
+    relevant_quantile: Optional[float] = opt(None, "task-relevant episodes, from which the BC half of each batch is "
+                                             "drawn: return >= this quantile of their task's training-episode "
+                                             "returns (0.5: the median)")
+    mtp_length: int = opt(8, "multi-token prediction: actions and rewards predicted 1..L steps ahead")
+
+
 def build_parser(cls, prog: str, description: str,
                  offered: Optional[Mapping[str, Optional[str]]] = None) -> argparse.ArgumentParser:
     """A parser with a flag per field of `cls`, or, for a trainer that supports only some (the JAX one),
@@ -140,6 +152,10 @@ def resolve(options, kind: str):
               ("ema_decay", 0.0 <= options.ema_decay < 1.0)]
     if hasattr(options, "bootstrap_fraction"):
         checks.append(("bootstrap_fraction", 0.0 <= options.bootstrap_fraction < 1.0))
+    if hasattr(options, "relevant_quantile"):
+        checks += [("relevant_quantile", 0.0 <= options.relevant_quantile < 1.0), ("bc_weight", options.bc_weight >= 0),
+                   ("reward_weight", options.reward_weight >= 0), ("mtp_length", options.mtp_length >= 1),
+                   ("batch_size", options.batch_size >= 2)]
     for name, ok in checks:
         if not ok:
             raise SystemExit(f"error: --{name.replace('_', '-')} has an invalid value {getattr(options, name)!r}")

@@ -243,3 +243,13 @@ def test_padded_action_dimensions_are_never_trained():
         g = model.policy_head.out[n].weight.grad
         assert g[:3].abs().max() > 0 and g[A:A + 3].abs().max() > 0          # mean and std of real dims
         assert (g[3:A] == 0).all() and (g[A + 3:] == 0).all()               # padded dims: no gradient
+
+
+def test_relevant_episodes_are_each_tasks_better_half():
+    from shared.agent import relevant_episodes
+    returns = np.array([1.0, 5.0, 3.0, 10.0, 0.0, 0.0, 2.0, 7.0])
+    task_ids = np.array([0, 0, 0, 0, 4, 4, 4, 4])
+    # task 0 among rows 0..3: median 4 -> rows 1, 3; task 4 among rows 4, 6, 7 (5 held out): median 2 -> 6, 7
+    np.testing.assert_array_equal(relevant_episodes(returns, task_ids, np.array([0, 1, 2, 3, 4, 6, 7]), 0.5),
+                                  [1, 3, 6, 7])
+    np.testing.assert_array_equal(relevant_episodes(returns, task_ids, np.arange(8), 0.0), np.arange(8))

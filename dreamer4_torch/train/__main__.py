@@ -1,22 +1,27 @@
-"""`python -m dreamer4_torch.train {tokenizer,dynamics} --help`"""
+"""`python -m dreamer4_torch.train {tokenizer,dynamics,bc} --help`"""
 
 from __future__ import annotations
 
 import sys
 
-from shared.train_options import DynamicsOptions, TokenizerOptions, build_parser, resolve
+from shared.train_options import AgentOptions, DynamicsOptions, TokenizerOptions, build_parser, resolve
 
-USAGE = """usage: python -m dreamer4_torch.train {tokenizer,dynamics} [options]
-       torchrun --nproc_per_node=N -m dreamer4_torch.train {tokenizer,dynamics} [options]
+USAGE = """usage: python -m dreamer4_torch.train {tokenizer,dynamics,bc} [options]
+       torchrun --nproc_per_node=N -m dreamer4_torch.train {tokenizer,dynamics,bc} [options]
 
   tokenizer   train the causal video tokenizer (masked autoencoding; held-out PSNR)
   dynamics    train the shortcut-forcing dynamics model on a frozen tokenizer's latents
+  bc          finetune a trained dynamics model into an agent: task tokens, policy and reward heads,
+              behaviour cloning on the task-relevant episodes beside the video loss
 
 Run `python -m dreamer4_torch.train tokenizer --help` for the options."""
 
 TRAINERS = {
     "tokenizer": (TokenizerOptions, "Train the causal video tokenizer."),
     "dynamics": (DynamicsOptions, "Train the dynamics model with shortcut forcing on a frozen tokenizer."),
+    "bc": (AgentOptions, "Finetune a trained dynamics model (--dynamics) into an agent: a task embedding in the "
+                         "agent token, policy and reward heads predicting 1..L steps ahead, trained by behaviour "
+                         "cloning on each task's better episodes while the video loss continues."),
 }
 
 

@@ -30,7 +30,6 @@ class DynamicsTask(Task):
     kind = "dynamics"
 
     def __init__(self, options, world: D.World):
-        from dreamer4_torch.data import WindowDataset
         self.options, self.world = options, world
         try:
             self.tokenizer = load_model(options.tokenizer, device=world.device, kind="tokenizer")
@@ -39,8 +38,8 @@ class DynamicsTask(Task):
         for p in self.tokenizer.parameters():
             p.requires_grad_(False)
         tok_cfg = self.tokenizer.config
-        self.config = dynamics_config_from(options, tok_cfg)
-        dataset = open_dataset(options.data)
+        self.config = self.model_config(options, tok_cfg)
+        self.dataset = dataset = open_dataset(options.data)
         check_frame_size(dataset, tok_cfg, options.data)
         # Never run the tokenizer on clips longer than it was trained on (see common.py).
         self.chunk = tokenizer_clip_frames(Path(options.tokenizer)) or options.frames
@@ -48,13 +47,12 @@ class DynamicsTask(Task):
                                                           seed=0)
         if len(self.heldout_eps) == 0:
             raise SystemExit(f"error: {options.data} has no held-out episodes; collect at least 2 episodes per task")
+        self.latent_cache = None
         if options.cache_latents:
-            cache = build_latent_cache(self.tokenizer, Path(options.tokenizer), Path(options.data),
-                                       Path(options.out) / "latents", self.chunk, world)
-            train_set = LatentWindowDataset(Path(options.data), cache, options.frames, episodes=self.train_eps)
-        else:
-            train_set = WindowDataset(dataset, options.frames, episodes=self.train_eps)
-        self.stream = BatchStream(train_set, options.batch_size, world, options.seed, options.workers)
+            self.latent_cache = build_latent_cache(self.tokenizer, Path(options.tokenizer), Path(options.data),
+                                                   Path(options.out) / "latents", self.chunk, world)
+        self.stream = BatchStream(self.window_set(self.train_eps), self.video_batch_size, world, options.seed,
+                                  options.workers)
         self._iter = iter(self.stream)
         self.frames_per_batch = options.batch_size * options.frames
         length = options.eval_context + options.eval_horizon
@@ -63,7 +61,26 @@ class DynamicsTask(Task):
         self.eval_sampler = evals
         self.eval_noise_seed = 1234      # the rollouts' starting noise: the same every evaluation
         torch.manual_seed(options.seed)      # identical initial weights on every rank and every run
-        self.model = Dynamics(self.config).to(world.device)
+        self.model = self.build_model().to(world.device)
+
+    @property
+    def video_batch_size(self) -> int:
+        """Sequences per micro-batch that carry the video (shortcut-forcing) loss."""
+        return self.options.batch_size
+
+    def model_config(self, options, tokenizer_cfg):
+        return dynamics_config_from(options, tokenizer_cfg)
+
+    def build_model(self):
+        return Dynamics(self.config)
+
+    def window_set(self, episodes):
+        """The training windows of `episodes`: from the latent cache, or frames encoded on the fly."""
+        from dreamer4_torch.data import WindowDataset
+        if self.latent_cache is not None:
+            return LatentWindowDataset(Path(self.options.data), self.latent_cache, self.options.frames,
+                                       episodes=episodes)
+        return WindowDataset(self.dataset, self.options.frames, episodes=episodes)
 
     def micro_batches(self):
         return self._iter

@@ -125,7 +125,7 @@ class LatentWindowDataset(Dataset):
     """Windows of cached latents (with the data set's actions), indexed like WindowDataset.
 
     Items: latents float32 (T, n_latents, d_bottleneck), actions (T, 16), action_mask (T, 16),
-    task_id, episode, start. The latent array is memory-mapped lazily in each worker.
+    rewards (T,), task_id, episode, start. The latent array is memory-mapped lazily in each worker.
     """
 
     def __init__(self, data_dir: Path, cache_dir: Path, window: int, episodes=None):
@@ -152,5 +152,6 @@ class LatentWindowDataset(Dataset):
         return {"latents": torch.from_numpy(np.asarray(self._latents[row:row + self.window], dtype=np.float32)),
                 "actions": torch.from_numpy(batch["actions"][0]),
                 "action_mask": torch.from_numpy(batch["action_mask"][0]),
+                "rewards": torch.from_numpy(batch["rewards"][0]),
                 "task_id": torch.tensor(batch["task_id"][0]), "episode": torch.tensor(episode),
                 "start": torch.tensor(start)}

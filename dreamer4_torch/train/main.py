@@ -25,6 +25,8 @@ def run(kind: str, options) -> int:
         record_options(options, world)
         if kind == "tokenizer":
             from .tokenizer import TokenizerTask as TaskClass
+        elif kind == "bc":
+            from .agent import AgentTask as TaskClass
         else:
             from .dynamics import DynamicsTask as TaskClass
         task = TaskClass(options, world)

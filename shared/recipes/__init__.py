@@ -14,7 +14,7 @@ from __future__ import annotations
 from shared.config import ConfigError
 
 from . import dmc64, dmc128, tiny
-from .base import DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe, TrainRecipe
+from .base import AgentRecipe, DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe, TrainRecipe
 
 RECIPES: dict[str, Recipe] = {m.RECIPE.name: m.RECIPE for m in (tiny, dmc64, dmc128)}
 PRESETS: dict[str, Preset] = {name: recipe.preset for name, recipe in RECIPES.items()}
@@ -34,4 +34,4 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = ["RECIPES", "PRESETS", "get_recipe", "get_preset", "Recipe", "Preset", "TrainRecipe",
-           "TokenizerRecipe", "DynamicsRecipe", "Pipeline"]
+           "TokenizerRecipe", "DynamicsRecipe", "AgentRecipe", "Pipeline"]

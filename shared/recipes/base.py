@@ -94,6 +94,25 @@ class DynamicsRecipe(TrainRecipe):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentRecipe(DynamicsRecipe):
+    """Behaviour-cloning finetuning of a pretrained dynamics model (python -m dreamer4_torch.train bc):
+    each micro-batch is half uniform windows with the video loss and half task-relevant windows with
+    the BC and reward losses (dreamer4_torch/train/agent.py)."""
+
+    bc_weight: float           # weight of the behaviour-cloning loss beside the video loss (weight 1)
+    reward_weight: float       # weight of the reward loss
+    relevant_quantile: float   # task-relevant episodes: return >= this quantile of their task's returns
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.batch_size >= 2, f"AgentRecipe.batch_size must be >= 2 (two halves), got {self.batch_size}")
+        _require(self.bc_weight >= 0 and self.reward_weight >= 0,
+                 f"AgentRecipe.bc_weight and reward_weight must be >= 0, got {self.bc_weight}, {self.reward_weight}")
+        _require(0.0 <= self.relevant_quantile < 1.0,
+                 f"AgentRecipe.relevant_quantile must be in [0, 1), got {self.relevant_quantile!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """What the quickstart collects and where it writes (the frame size is the preset's)."""
 
@@ -122,13 +141,16 @@ class Recipe:
     preset: Preset
     tokenizer: TokenizerRecipe
     dynamics: DynamicsRecipe
+    agent: AgentRecipe
     pipeline: Pipeline
 
     def __post_init__(self) -> None:
         _require(self.preset.name == self.name,
                  f"recipe {self.name!r} holds the preset {self.preset.name!r}; a recipe and its preset share the name")
-        _require(isinstance(self.tokenizer, TokenizerRecipe) and isinstance(self.dynamics, DynamicsRecipe),
-                 f"recipe {self.name!r}: tokenizer must be a TokenizerRecipe and dynamics a DynamicsRecipe")
+        _require(isinstance(self.tokenizer, TokenizerRecipe) and isinstance(self.dynamics, DynamicsRecipe)
+                 and isinstance(self.agent, AgentRecipe),
+                 f"recipe {self.name!r}: tokenizer must be a TokenizerRecipe, dynamics a DynamicsRecipe and "
+                 f"agent an AgentRecipe")
         tok = self.preset.tokenizer
         _require(tok.image_height == tok.image_width,
                  f"recipe {self.name!r}: the collector renders square frames, the tokenizer takes "
@@ -140,7 +162,7 @@ class Recipe:
         return self.preset.tokenizer.image_height
 
     def training(self, kind: str) -> TrainRecipe:
-        """The training recipe of trainer `kind` ('tokenizer' or 'dynamics')."""
-        if kind not in ("tokenizer", "dynamics"):
-            raise ConfigError(f"unknown trainer {kind!r}; recipes hold 'tokenizer' and 'dynamics'")
-        return getattr(self, kind)
+        """The training recipe of trainer `kind` ('tokenizer', 'dynamics' or 'bc')."""
+        if kind not in ("tokenizer", "dynamics", "bc"):
+            raise ConfigError(f"unknown trainer {kind!r}; recipes hold 'tokenizer', 'dynamics' and 'bc'")
+        return self.agent if kind == "bc" else getattr(self, kind)

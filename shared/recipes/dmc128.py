@@ -7,7 +7,7 @@ For GPUs (hours of training): all 30 tasks, batches and learning rates as upstre
 from shared.config import DynamicsConfig, TokenizerConfig, TransformerConfig
 from shared.data.tasks import TASK_NAMES
 
-from .base import DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
+from .base import AgentRecipe, DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
 
 PRESET = Preset(
     "dmc128", "128x128 DMControl, exactly upstream's defaults (21.4M + 42.6M parameters)",
@@ -29,8 +29,13 @@ DYNAMICS = DynamicsRecipe(steps=40_000, batch_size=24, frames=32, lr=1e-4, warmu
                           ema_decay=0.0, eval_every=5000, eval_sequences=96, bootstrap_start=5000,
                           bootstrap_fraction=0.25)
 
+# Behaviour cloning at upstream's sizes (not measured yet: it needs a GPU).
+AGENT = AgentRecipe(steps=10_000, batch_size=24, frames=32, lr=1e-4, warmup_steps=500, optimizer="adamw",
+                    ema_decay=0.0, eval_every=2500, eval_sequences=96, bootstrap_start=0, bootstrap_fraction=0.25,
+                    bc_weight=1.0, reward_weight=1.0, relevant_quantile=0.5)
+
 PIPELINE = Pipeline(tasks=TASK_NAMES, episodes_per_task=20, episode_steps=500,
                     data_dir="data/quickstart128", run_dir="runs/quickstart128")
 
 RECIPE = Recipe(name="dmc128", description="GPU recipe: upstream's sizes, all 30 tasks, hours of training",
-                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, pipeline=PIPELINE)
+                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, agent=AGENT, pipeline=PIPELINE)

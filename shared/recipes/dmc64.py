@@ -7,7 +7,7 @@ docs/experiments.md ('Tokenizer recipe', 'Dynamics recipe', 'Evaluation noise').
 
 from shared.config import DynamicsConfig, TokenizerConfig, TransformerConfig
 
-from .base import DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
+from .base import AgentRecipe, DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
 
 PRESET = Preset(
     "dmc64", "64x64 DMControl, sized to train on a CPU in minutes",
@@ -40,6 +40,14 @@ DYNAMICS = DynamicsRecipe(steps=2000, batch_size=16, frames=16, lr=1e-3, warmup_
                           ema_decay=0.995, eval_every=500, eval_sequences=96, bootstrap_start=300,
                           bootstrap_fraction=0.1)
 
+
+# Behaviour cloning from the quickstart's world model: half of each batch keeps the video loss, half
+# is the task-relevant episodes (at or above their task's median return) with the BC and reward
+# losses. A lower lr than pretraining: the transformer is already trained.
+AGENT = AgentRecipe(steps=1000, batch_size=16, frames=16, lr=3e-4, warmup_steps=50, optimizer="muon",
+                    ema_decay=0.99, eval_every=250, eval_sequences=48, bootstrap_start=0, bootstrap_fraction=0.1,
+                    bc_weight=1.0, reward_weight=1.0, relevant_quantile=0.5)
+
 # Visually different tasks with a lot of motion (camera-tracked bodies, swinging poles, a spinning
 # finger). 30 episodes per task: with fewer the dynamics model fits its training episodes and not
 # held-out ones. 96 held-out sequences per evaluation (about 19 per held-out episode): fewer make
@@ -49,4 +57,4 @@ PIPELINE = Pipeline(tasks=("cheetah-run", "walker-walk", "hopper-hop", "finger-s
                     episodes_per_task=30, episode_steps=500, data_dir="data/quickstart", run_dir="runs/quickstart")
 
 RECIPE = Recipe(name="dmc64", description="CPU recipe: 5 tasks, about 40 minutes on two cores",
-                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, pipeline=PIPELINE)
+                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, agent=AGENT, pipeline=PIPELINE)

@@ -6,7 +6,7 @@ a model worth looking at.
 
 from shared.config import DynamicsConfig, TokenizerConfig, TransformerConfig
 
-from .base import DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
+from .base import AgentRecipe, DynamicsRecipe, Pipeline, Preset, Recipe, TokenizerRecipe
 
 PRESET = Preset(
     "tiny", "unit-test sizes: 16x16 frames, width 32, two layers (milliseconds per step)",
@@ -26,9 +26,15 @@ DYNAMICS = DynamicsRecipe(steps=200, batch_size=8, frames=8, lr=1e-3, warmup_ste
                           ema_decay=0.0, eval_every=50, eval_sequences=4, bootstrap_start=50,
                           bootstrap_fraction=0.25)
 
+
+# Behaviour cloning on the tiny world model: long enough windows for every multi-token distance.
+AGENT = AgentRecipe(steps=60, batch_size=8, frames=10, lr=1e-3, warmup_steps=5, optimizer="adamw", ema_decay=0.0,
+                    eval_every=30, eval_sequences=4, bootstrap_start=0, bootstrap_fraction=0.25, bc_weight=1.0,
+                    reward_weight=1.0, relevant_quantile=0.5)
+
 # Two cheap tasks with different action sizes, short episodes: collection takes seconds.
 PIPELINE = Pipeline(tasks=("cartpole-swingup", "reacher-easy"), episodes_per_task=3, episode_steps=40,
                     data_dir="data/quickstart_tiny", run_dir="runs/quickstart_tiny")
 
 RECIPE = Recipe(name="tiny", description="smoke test of the pipeline: tiny models, two tasks, seconds of training",
-                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, pipeline=PIPELINE)
+                preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, agent=AGENT, pipeline=PIPELINE)

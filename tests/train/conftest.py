@@ -42,3 +42,13 @@ def tiny_tokenizer(tiny_data, tmp_path_factory) -> Path:
     r = run(train_cmd("tokenizer", "--data", tiny_data, "--out", out, "--steps", 30, *FAST))
     assert r.returncode == 0, r.stderr
     return out / "checkpoints" / "latest"
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamics(tiny_data, tiny_tokenizer, tmp_path_factory) -> Path:
+    """A briefly trained tiny dynamics checkpoint on tiny_tokenizer (the start of behaviour cloning)."""
+    out = tmp_path_factory.mktemp("dyn_run") / "run"
+    r = run(train_cmd("dynamics", "--data", tiny_data, "--out", out, "--tokenizer", tiny_tokenizer, "--steps", 30,
+                      *FAST))
+    assert r.returncode == 0, r.stderr
+    return out / "checkpoints" / "latest"

@@ -33,14 +33,25 @@ def differ(a: dict, b: dict) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def extra_args(kind, tokenizer):
+def extra_args(kind, tokenizer, dynamics=None):
+    if kind == "bc":
+        return ["--tokenizer", tokenizer, "--dynamics", dynamics]
     return ["--tokenizer", tokenizer] if kind == "dynamics" else []
 
 
-@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
-def test_two_rank_ddp_averages_gradients(kind, tiny_data, tiny_tokenizer, tmp_path):
+@pytest.fixture
+def start(request, tiny_tokenizer):
+    """The checkpoint arguments of a trainer `kind`: bc also needs a trained dynamics model."""
+    def args(kind):
+        dynamics = request.getfixturevalue("tiny_dynamics") if kind == "bc" else None
+        return extra_args(kind, tiny_tokenizer, dynamics)
+    return args
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics", "bc"])
+def test_two_rank_ddp_averages_gradients(kind, tiny_data, start, tmp_path):
     steps = 12
-    common = ["--data", tiny_data, "--steps", steps, "--batch-size", 2, *extra_args(kind, tiny_tokenizer), *FAST]
+    common = ["--data", tiny_data, "--steps", steps, "--batch-size", 2, *start(kind), *FAST]
     ddp = tmp_path / "ddp"
     r = run(train_cmd(kind, "--out", ddp, *common, nproc=2))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
@@ -64,31 +75,40 @@ def test_two_rank_ddp_averages_gradients(kind, tiny_data, tiny_tokenizer, tmp_pa
     assert max(train) == steps
 
 
-@pytest.mark.parametrize("kind", ["tokenizer", "dynamics"])
-def test_loss_decreases(kind, tiny_data, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("kind", ["tokenizer", "dynamics", "bc"])
+def test_loss_decreases(kind, tiny_data, start, tmp_path):
     out = tmp_path / "run"
-    r = run(train_cmd(kind, "--data", tiny_data, "--out", out, "--steps", 60, *extra_args(kind, tiny_tokenizer),
-                      *FAST, "--eval-every", 60))
+    r = run(train_cmd(kind, "--data", tiny_data, "--out", out, "--steps", 60, *start(kind), *FAST, "--eval-every", 60))
     assert r.returncode == 0, r.stderr[-4000:]
-    key = "mse" if kind == "tokenizer" else "flow_mse"
+    key = {"tokenizer": "mse", "dynamics": "flow_mse", "bc": "loss"}[kind]
     series = losses(out, key)
     first = sum(series[s] for s in range(1, 6)) / 5
     last = sum(series[s] for s in range(56, 61)) / 5
-    assert last < 0.7 * first, (first, last)
+    if kind == "bc":       # negative log-likelihoods (nats): their sum must fall, not shrink by a factor
+        assert last < first - 0.5, (first, last)
+    else:
+        assert last < 0.7 * first, (first, last)
     evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
     assert evals and evals[-1]["step"] == 60
     images = sorted(p.name for p in (out / "images").iterdir())
     assert images, "no evaluation images written"
-    if kind == "dynamics":
+    if kind != "tokenizer":
         assert {"psnr_h1", "floor_h1", "gain_h4", "tokenizer_h4", "copy_latent_h4", "psnr_all"} <= set(evals[-1]["eval"])
         assert any(n.endswith(".gif") for n in images)
+    if kind == "bc":
+        assert {"heldout_bc", "heldout_action_mse_1", "heldout_action_mse_8", "heldout_reward_abs_err_1"} <= \
+            set(evals[-1]["eval"])
+        assert {"bc", "reward", "video_loss", "action_mse_8", "reward_abs_err_1"} <= set(
+            next(json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l)["train"])
+        cfg = json.loads((out / "checkpoints" / "latest" / "config.json").read_text())
+        assert cfg["space_mode"] == "wm_agent" and cfg["n_tasks"] == 30 and cfg["agent_heads"]
 
 
 @pytest.mark.parametrize("kind,optimizer,ema", [("tokenizer", "adamw", 0.0), ("dynamics", "adamw", 0.0),
-                                              ("dynamics", "muon", 0.9)])
-def test_interrupted_run_resumes_exactly(kind, optimizer, ema, tiny_data, tiny_tokenizer, tmp_path):
+                                              ("dynamics", "muon", 0.9), ("bc", "muon", 0.9)])
+def test_interrupted_run_resumes_exactly(kind, optimizer, ema, tiny_data, start, tmp_path):
     steps = 150
-    common = ["--data", tiny_data, "--steps", steps, "--workers", 1, *extra_args(kind, tiny_tokenizer), *FAST,
+    common = ["--data", tiny_data, "--steps", steps, "--workers", 1, *start(kind), *FAST,
               "--workers", "1", "--optimizer", optimizer, "--ema-decay", ema]
     full = tmp_path / "full"
     r = run(train_cmd(kind, "--out", full, *common))
@@ -191,6 +211,18 @@ def test_clear_errors(tiny_data, tiny_tokenizer, tmp_path):
     r = run(train_cmd("dynamics", "--data", tiny_data, "--out", tmp_path / "f", "--tokenizer", tiny_tokenizer,
                       "--model-config", tmp_path / "dyn.json", *FAST))
     assert r.returncode != 0 and "does not fit the dynamics model" in r.stderr and "n_latents=4" in r.stderr
+    # behaviour cloning: --dynamics must be a dynamics checkpoint on this tokenizer, the batch two halves
+    r = run(train_cmd("bc", "--data", tiny_data, "--out", tmp_path / "h", "--tokenizer", tiny_tokenizer,
+                      "--dynamics", tiny_tokenizer, *FAST))
+    assert r.returncode != 0 and "--dynamics" in r.stderr and "holds a tokenizer checkpoint" in r.stderr, r.stderr
+    r = run(train_cmd("bc", "--data", tiny_data, "--out", tmp_path / "i", "--tokenizer", tiny_tokenizer,
+                      "--dynamics", tmp_path / "dyn", "--batch-size", 1, *FAST))
+    assert r.returncode != 0 and "--batch-size" in r.stderr
+    save_model(Dynamics(replace(get_preset("tiny").dynamics, n_latents=8)), tmp_path / "dyn8")
+    r = run(train_cmd("bc", "--data", tiny_data, "--out", tmp_path / "j", "--tokenizer", tiny_tokenizer,
+                      "--dynamics", tmp_path / "dyn8", *FAST))
+    assert r.returncode != 0 and "--dynamics" in r.stderr and "n_latents" in r.stderr, r.stderr
+    assert not any((tmp_path / d / "checkpoints").exists() for d in "hij")
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tiny_data, tmp_path):
