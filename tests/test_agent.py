@@ -253,3 +253,43 @@ def test_relevant_episodes_are_each_tasks_better_half():
     np.testing.assert_array_equal(relevant_episodes(returns, task_ids, np.array([0, 1, 2, 3, 4, 6, 7]), 0.5),
                                   [1, 3, 6, 7])
     np.testing.assert_array_equal(relevant_episodes(returns, task_ids, np.arange(8), 0.0), np.arange(8))
+
+
+@pytest.mark.parametrize("window_mode", ["slide", "roll"])
+def test_policy_runner_equals_plain_forwards(window_mode):
+    """The closed-loop agent state (dreamer4_torch.eval.policy.PolicyRunner) gives, at every frame, the
+    policy of one plain forward: "slide", over that frame and the `context` frames before it; "roll"
+    (cached), over the whole history with each frame seeing itself and `context` frames before it."""
+    from dreamer4_torch.eval.policy import PolicyRunner
+    from shared.shortcut import context_labels
+    cfg = agent_config(replace(BASE, transformer__time_rope=True), 5)
+    torch.manual_seed(0)
+    model = dt.Dynamics(cfg).eval()
+    B, T, C = 2, 9, 3
+    packed, _, _, actions = _inputs(cfg, seed=1, B=B, T=T)
+    task_ids = np.array([1, 4])
+    masks = torch.from_numpy(np.stack([shared_mask(t) for t in task_ids]))
+    actions = actions * masks[:, None]
+    runner = PolicyRunner(model, task_ids, C, window_mode)
+    sig, stp = context_labels(cfg.k_max)
+    for t in range(T):
+        mean, std = runner.observe(packed[:, t], None if t == 0 else actions[:, t])
+        lo = max(0, t - C) if window_mode == "slide" else 0
+        a = actions[:, lo:t + 1].clone()
+        m = masks[:, None].expand(B, t + 1 - lo, -1).clone()
+        if lo == 0:
+            a[:, 0], m[:, 0] = 0, 0
+        with torch.no_grad():
+            _, h = model(packed[:, lo:t + 1], signal_idx=torch.full((B, t + 1 - lo), sig),
+                         step_idx=torch.full((B, t + 1 - lo), stp), actions=a, act_mask=m,
+                         task_ids=torch.from_numpy(task_ids), time_window=C if window_mode == "roll" else None)
+            want_mean, want_std = model.policy(h[:, -1:])
+        torch.testing.assert_close(mean, want_mean[:, 0, 0] * masks, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(std, want_std[:, 0, 0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="roll"):
+        PolicyRunner(dt.Dynamics(AGENT), task_ids, C, "roll")          # additive time positions: slide only
+
+
+def shared_mask(task_id):
+    from shared.data.tasks import action_mask
+    return action_mask(int(task_id))

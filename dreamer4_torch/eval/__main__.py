@@ -18,6 +18,8 @@ COMMANDS = {
                              "and a linear AR(2), on held-out and training windows"),
     "probe": ("probe", "R² of a linear probe from a frame's tokenizer latents to its physical state, per task "
                        "and state dimension, on held-out episodes (a data set with recorded states)"),
+    "policy": ("policy", "a behaviour-cloned run's policy acting in the real DMControl tasks, closed loop: return per "
+                         "task (mean ± standard error) beside a uniform-random policy and the data set's episodes"),
     "attention": ("attention", "per layer and head, the time-attention weight a new frame puts on itself, "
                                "the previous frame, the one before and older frames"),
 }

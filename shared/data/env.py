@@ -96,9 +96,9 @@ class TaskEnv:
         self.steps = 0
         return self.renderer.render()
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+    def step(self, action: np.ndarray, render: bool = True) -> tuple[np.ndarray | None, float]:
         """Apply `action` ((action_dim,) in [-1, 1]) for `action_repeat` control steps; return the
-        new frame and the summed reward."""
+        new frame (None with render=False, for policies that do not look) and the summed reward."""
         action = np.asarray(action, np.float64)
         if action.shape != (self.spec.action_dim,):
             raise ValueError(f"{self.spec.name}: action of shape {action.shape}, "
@@ -111,7 +111,7 @@ class TaskEnv:
         for _ in range(self.action_repeat):
             reward += float(self.dm_env.step(scaled).reward)
         self.steps += 1
-        return self.renderer.render(), reward
+        return (self.renderer.render() if render else None), reward
 
     def render(self) -> np.ndarray:
         return self.renderer.render()
