@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install quickstart test test-fast parity bench clean
+.PHONY: install quickstart agent test test-fast parity bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 # ARGS passes options through (e.g. make quickstart ARGS="--recipe dmc128"; make quickstart ARGS=--no-demo).
 quickstart: $(STAMP)
 	$(BIN)/python -m quickstart $(ARGS)
+
+# After `make quickstart`: behaviour-cloning finetuning, the policy in the real tasks, a report (ARGS as above).
+agent: $(STAMP)
+	$(BIN)/python -m quickstart.agent $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

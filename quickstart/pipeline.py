@@ -100,7 +100,8 @@ def main(argv=None) -> int:
 
     say("1/5 collect DMControl episodes (MuJoCo on the CPU; resumable)")
     run([sys.executable, "-m", "shared.data.collect", "--tasks", ",".join(tasks), "--episodes", str(episodes),
-         "--size", str(recipe.image_size), "--out", str(data_dir), "--episode-steps", str(episode_steps)])
+         "--size", str(recipe.image_size), "--out", str(data_dir), "--episode-steps", str(episode_steps),
+         "--policy", pipeline.policy])
 
     def trainer_args(kind: str) -> list[str]:
         training = recipe.training(kind)

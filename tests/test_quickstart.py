@@ -203,6 +203,18 @@ def test_quickstart_pipeline_end_to_end(tmp_path, monkeypatch):
     assert "dynamics: already trained (12 steps)" in again.stdout
     assert "5/5" not in again.stdout
 
+    # make agent at the tiny recipe: finetuning, the policy in the real tasks, the report; then resumable.
+    agent_cmd = [sys.executable, "-m", "quickstart.agent", "--recipe", "tiny", "--data", str(data), "--out", str(out),
+                 "--steps", "8", "--episodes", "2", "--episode-steps", "10", "--eval-every", "4"]
+    r = subprocess.run(agent_cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = (out / "agent_report.md").read_text()
+    for task in ("cartpole-swingup", "reacher-easy"):
+        assert f"| {task} |" in table and (out / "agent" / "videos" / f"policy_{task}.gif").exists()
+    assert "heldout_action_mse_1" in table
+    r = subprocess.run(agent_cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "bc: already trained (8 steps)" in r.stdout and "already evaluated" in r.stdout
+
 
 def test_quickstart_help_names_the_recipes():
     r = subprocess.run([sys.executable, "-m", "quickstart", "--help"], cwd=ROOT, env=ENV,

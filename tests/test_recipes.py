@@ -78,7 +78,8 @@ def test_unknown_names_are_errors_that_name_the_known_ones():
 def test_dmc64_is_the_quickstart_recipe():
     r = get_recipe("dmc64")
     assert r.tokenizer.steps == 2100 and r.dynamics.steps == 2000
-    assert r.pipeline.tasks == ("cheetah-run", "walker-walk", "hopper-hop", "finger-spin", "cartpole-swingup")
+    assert r.pipeline.tasks == ("cartpole-swingup", "cheetah-run", "cup-catch", "finger-spin", "reacher-easy")
+    assert r.pipeline.policy == "controller-heavy"
     assert r.pipeline.episodes_per_task == 30 and r.pipeline.episode_steps == 500
     assert (r.tokenizer.eval_every, r.dynamics.eval_every) == (250, 500)
     assert (r.tokenizer.eval_sequences, r.dynamics.eval_sequences) == (96, 96)
@@ -129,6 +130,10 @@ def test_a_bad_dynamics_recipe_or_pipeline_names_the_problem():
         Pipeline(tasks="walker-walk", episodes_per_task=1, episode_steps=10, data_dir="d", run_dir="r")
     with pytest.raises(ConfigError, match="Pipeline.episodes_per_task must be a positive integer, got 0"):
         Pipeline(tasks=("walker-walk",), episodes_per_task=0, episode_steps=10, data_dir="d", run_dir="r")
+    with pytest.raises(ConfigError, match="Pipeline.policy must be one of random, noise, mixed, controller-heavy, "
+                                          "got 'expert'"):
+        Pipeline(tasks=("walker-walk",), episodes_per_task=1, episode_steps=10, data_dir="d", run_dir="r",
+                 policy="expert")
 
 
 def test_a_recipe_and_its_preset_share_the_name_and_the_preset_is_checked():

@@ -248,7 +248,11 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", choices=POLICY_MODES, default="mixed",
                         help="behaviour: 'random' uniform actions, 'noise' temporally correlated "
                         "noise at random scales, 'mixed' a per-episode draw of uniform, noise, "
-                        "oscillators and simple task controllers with noise")
+                        "oscillators and simple task controllers with noise (the controllers of "
+                        "the first data sets only, so old seeds give the same episodes), "
+                        "'controller-heavy' the same draw with 70%% controller episodes and every "
+                        "controller (cup-catch, finger-spin, cheetah-run too): data whose returns "
+                        "reach the reward, for behaviour cloning and agents")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes recording episodes in parallel (1: in this process; "
                         "default: the number of CPUs)")

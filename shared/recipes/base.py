@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from shared.config import ConfigError, DynamicsConfig, TokenizerConfig, check_compatible
+from shared.data.policies import POLICY_MODES
 from shared.data.tasks import get_task
 from shared.optim import OPTIMIZERS
 
@@ -121,12 +122,15 @@ class Pipeline:
     episode_steps: int         # agent steps per episode (500 = a whole episode)
     data_dir: str              # default data set directory
     run_dir: str               # default run directory (RUN_DIR/tokenizer, RUN_DIR/dynamics)
+    policy: str = "mixed"      # the collector's behaviour (shared.data.policies.POLICY_MODES)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.tasks, tuple) and len(self.tasks) > 0,
                  f"Pipeline.tasks must be a non-empty tuple of task names, got {self.tasks!r}")
         for task in self.tasks:
             get_task(task)
+        _require(self.policy in POLICY_MODES,
+                 f"Pipeline.policy must be one of {', '.join(POLICY_MODES)}, got {self.policy!r}")
         for name in ("episodes_per_task", "episode_steps"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value > 0, f"Pipeline.{name} must be a positive integer, got {value!r}")

@@ -34,7 +34,8 @@ AGENT = AgentRecipe(steps=60, batch_size=8, frames=10, lr=1e-3, warmup_steps=5, 
 
 # Two cheap tasks with different action sizes, short episodes: collection takes seconds.
 PIPELINE = Pipeline(tasks=("cartpole-swingup", "reacher-easy"), episodes_per_task=3, episode_steps=40,
-                    data_dir="data/quickstart_tiny", run_dir="runs/quickstart_tiny")
+                    data_dir="data/quickstart_tiny", run_dir="runs/quickstart_tiny",
+                    policy="controller-heavy")
 
 RECIPE = Recipe(name="tiny", description="smoke test of the pipeline: tiny models, two tasks, seconds of training",
                 preset=PRESET, tokenizer=TOKENIZER, dynamics=DYNAMICS, agent=AGENT, pipeline=PIPELINE)

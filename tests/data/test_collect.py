@@ -177,7 +177,7 @@ def test_parallel_workers_give_the_same_dataset(collected, tmp_path):
     assert_same_dataset(collected, parallel)
 
 
-@pytest.mark.parametrize("mode", ["random", "noise", "mixed"])
+@pytest.mark.parametrize("mode", ["random", "noise", "mixed", "controller-heavy"])
 def test_policies_give_valid_diverse_actions(mode):
     kinds = set()
     with make_env("reacher-easy", seed=0, size=8, supersample=1) as env:
@@ -188,7 +188,7 @@ def test_policies_give_valid_diverse_actions(mode):
             actions = np.stack([policy(env, t) for t in range(50)])
             assert actions.shape == (50, 2) and actions.dtype == np.float32
             assert np.all(np.abs(actions) <= 1) and actions.std() > 0.01
-    assert kinds == {"random": {"uniform"}, "noise": {"noise"}, "mixed": set(KINDS)}[mode]
+    assert kinds == {"random": {"uniform"}, "noise": {"noise"}, "mixed": set(KINDS), "controller-heavy": set(KINDS)}[mode]
 
 
 def test_swingup_controller_reaches_the_reward():
@@ -200,3 +200,36 @@ def test_swingup_controller_reaches_the_reward():
         env.reset(0)
         rewards = [env.step(np.clip(pendulum_swingup(env.physics), -1, 1))[1] for _ in range(250)]
     assert np.mean(rewards[125:]) > 1.5  # of at most 2 per agent step
+
+
+@pytest.mark.parametrize("task,controller,floor", [
+    ("finger-spin", "finger_spin", 100.0),      # uniform random: about 1 per episode
+    ("cheetah-run", "cheetah_run", 100.0),      # uniform random: about 9
+    ("cup-catch", "cup_catch", 400.0),          # uniform random: 0
+])
+def test_the_agent_tasks_controllers_reach_the_reward(task, controller, floor):
+    """Each new controller, without noise, earns in one whole episode (500 agent steps) several times
+    what random actions earn (docs/experiments.md, 'Which tasks for the agent')."""
+    import shared.data.policies as P
+
+    act = getattr(P, controller)
+    with make_env(task, seed=0, size=8, supersample=1) as env:
+        env.reset(3)
+        total = sum(env.step(np.clip(act(env.physics), -1, 1), render=False)[1] for _ in range(500))
+    assert total > floor
+
+
+def test_mixed_draws_only_its_first_controllers_and_controller_heavy_draws_them_all():
+    """'mixed' keeps the draws of the data sets collected before the new controllers (cup-catch has
+    none under it), 'controller-heavy' uses every controller and draws it most often."""
+    from shared.data.policies import CONTROLLERS, MIXED_CONTROLLER_TASKS, policy_of_kind
+
+    assert {"cup-catch", "finger-spin", "cheetah-run"} <= set(CONTROLLERS) - MIXED_CONTROLLER_TASKS
+    mixed = {make_policy("mixed", "cup-catch", 2, 0.04, np.random.default_rng(i)).kind for i in range(200)}
+    heavy = [make_policy("controller-heavy", "cup-catch", 2, 0.04, np.random.default_rng(i)).kind for i in range(200)]
+    assert "controller" not in mixed
+    assert 0.6 < heavy.count("controller") / 200 < 0.8
+    with pytest.raises(ValueError, match="task 'walker-walk' has no controller"):
+        policy_of_kind("controller", "walker-walk", 6, 0.05, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown policy kind 'expert'"):
+        policy_of_kind("expert", "cup-catch", 2, 0.04, np.random.default_rng(0))
