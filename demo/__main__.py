@@ -5,11 +5,15 @@
     python -m demo --tokenizer tokenizer.pt --dynamics dynamics.pt   # upstream files, imported on the fly
     python -m demo --random-weights dmc64                 # untrained models, to try the interface
     python -m demo --backend jax                          # the same checkpoints run by the JAX backend
+    python -m demo --agent --data data/quickstart         # the agent of `make agent` (runs/quickstart/agent)
 
 Open the printed address in a browser. Interactive tab: arrow keys choose (left/right) and push
 (up/down, while held) an action dimension, space plays/pauses, R resets; or use the sliders and
 buttons. Open-loop tab (needs --data): a held-out episode beside the model's rollout under the same
-actions, with per-frame PSNR. Every browser tab is its own session.
+actions, with per-frame PSNR. Every browser tab is its own session. With an agent-finetuned model
+(--agent, or a behaviour-cloning run as --dynamics; torch backend) the "agent drives" switch hands
+the actions to its policy, in the world model and, where MuJoCo is installed, in the real task
+beside it (demo/agent.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
                     help="where to look for tokenizer/ and dynamics/ when neither is given "
                          "(default: %(default)s, or $DREAMER4_RUN_DIR)")
+    ap.add_argument("--agent", action="store_true",
+                    help="serve the agent-finetuned model RUN_DIR/agent (make agent) instead of RUN_DIR/dynamics: "
+                         "the page's 'agent drives' switch lets its policy choose the actions (the same as "
+                         "--dynamics RUN_DIR/agent; any behaviour-cloning run works as --dynamics)")
     ap.add_argument("--random-weights", metavar="PRESET", help="serve untrained models of a preset (tiny, dmc64, "
                     "dmc128) instead of checkpoints, to try the interface")
     ap.add_argument("--data", metavar="DIR", help="data set directory (shared.data format): start frames for each "
@@ -74,9 +82,15 @@ def checkpoint_paths(args) -> tuple:
         raise StartupError("give both --tokenizer and --dynamics (the dynamics model runs on its tokenizer's "
                            "latents)")
     if args.tokenizer:
+        if args.agent:
+            raise StartupError("--agent takes the run directory's agent model; with --tokenizer and --dynamics, "
+                               "pass the behaviour-cloning run as --dynamics instead")
         return args.tokenizer, args.dynamics
     run = Path(args.run_dir)
-    tok, dyn = run / "tokenizer", run / "dynamics"
+    tok, dyn = run / "tokenizer", run / ("agent" if args.agent else "dynamics")
+    if args.agent and tok.exists() and not dyn.exists():
+        raise StartupError(f"--agent: no agent model at {dyn}: train it with `make agent` (python -m "
+                           "quickstart.agent) after the quickstart")
     if not (tok.exists() and dyn.exists()):
         raise StartupError(f"no checkpoints given and none found at {tok} and {dyn}: train them first (see the "
                            "README's quickstart), pass --tokenizer DIR --dynamics DIR (or --run-dir DIR), "

@@ -102,9 +102,11 @@ class Sessions:
                           history_limit=MAX_CONTEXT, smoothing=o.smoothing, start_frames=o.start_frames, seed=seed)
         with self.lock:
             session = self.sessions.setdefault(key, session)
+            evicted = []
             while len(self.sessions) > o.session_capacity:
-                _, old = self.sessions.popitem(last=False)
-                old.playing, old.closed = False, True
+                evicted.append(self.sessions.popitem(last=False)[1])
+        for old in evicted:
+            old.close()
         return session
 
     def close(self, request) -> None:
@@ -112,7 +114,7 @@ class Sessions:
         with self.lock:
             session = self.sessions.pop(key, None)
         if session is not None:
-            session.playing, session.closed = False, True
+            session.close()
 
 
 def build_app(model, source, options: Optional[AppOptions] = None, title: str = "Dreamer 4 world model"):
@@ -145,6 +147,15 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
         s = sessions.get(request)
         s.reset(task)
         return (s.display(), s.status(), *slider_updates(s))
+
+    def on_agent(on, request: gr.Request):
+        """The policy drives (a new start: in the real task's first frame where MuJoCo is installed) or not."""
+        s = sessions.get(request)
+        try:
+            s.set_agent(bool(on))
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return s.display(), s.status(), *slider_updates(s)
 
     def on_reset(seed, request: gr.Request):
         """Start again from a new start frame (seed >= 0: a reproducible start and noise; -1: random)."""
@@ -270,6 +281,9 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                                          elem_id="d4-steps")
                         context = gr.Slider(1, MAX_CONTEXT, value=options.context_length, step=1,
                                             label="context length (frames)", elem_id="d4-context")
+                        agent = gr.Checkbox(False, label="the agent drives (the policy head chooses the actions; "
+                                            "beside it, the same policy in the real task)",
+                                            visible=bool(getattr(model, "has_agent", False)), elem_id="d4-agent")
                         sliders = [gr.Slider(-1.0, 1.0, value=0.0, step=0.05, label=f"action {d + 1}",
                                              elem_id=f"d4-action-{d}") for d in range(n_sliders)]
                 reset_seed = gr.Number(-1, precision=0, visible=False, label="seed")
@@ -301,6 +315,7 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                   api_visibility="private")
         demo.unload(on_unload)
         task.input(on_task, inputs=task, outputs=[frame, status, *sliders], api_name="set_task")
+        agent.input(on_agent, inputs=agent, outputs=[frame, status, *sliders], api_name="set_agent")
         reset.click(on_reset, inputs=reset_seed, outputs=[frame, status], api_name="reset", show_progress="minimal")
         step.click(on_step, inputs=sliders, outputs=[frame, status, play, pause], api_name="step",
                    show_progress="hidden")

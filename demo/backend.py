@@ -190,9 +190,41 @@ class TorchWorldModel:
             return rollout(self.dynamics, context, a, m, horizon, n_steps=n_steps, noise=g,
                            context_mode=self.context_mode, context_length=context_length)
 
+    # ------------------------------------------------------------------ the agent (demo.agent)
+
+    @property
+    def has_agent(self) -> bool:
+        """Whether the dynamics model has agent inputs and heads (an agent-finetuned run)."""
+        c = self.dynamics.config
+        return bool(c.n_tasks and c.agent_heads)
+
+    @property
+    def tokenizer_clip_frames(self) -> Optional[int]:
+        return self.tokenizer.config.clip_frames
+
+    def policy_runner(self, task_id: int, context: int):
+        """The policy's window over one stream of frames (dreamer4_torch.eval.policy.PolicyRunner)."""
+        from dreamer4_torch.eval.policy import PolicyRunner
+        return PolicyRunner(self.dynamics, np.array([task_id]), context, "slide")
+
+    def policy_observe(self, runner, packed, action: Optional[np.ndarray]) -> np.ndarray:
+        """Feed a frame's packed latents (1, 1, S, D) and the action that made it (None at a start);
+        returns the policy's next action (action_dim,) in [-1, 1], zero on the task's padding."""
+        torch = self.torch
+        a = None if action is None else torch.from_numpy(np.asarray(action, np.float32)).to(self.device)[None]
+        with self.lock, torch.inference_mode():
+            mean, _ = runner.observe(packed[:, 0], a)
+        return mean[0].clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+
+    def policy_reward(self, runner) -> float:
+        """The reward head's prediction for the transition the policy's next action makes."""
+        with self.lock, self.torch.inference_mode():
+            return float(runner.predicted_reward()[0])
+
     def describe(self) -> str:
         summary = model_summary(self.tokenizer.config, self.dynamics.config)
-        return f"PyTorch on {self.device.type}: {summary}; {self.source}"
+        agent = "; agent heads (the policy can drive)" if self.has_agent else ""
+        return f"PyTorch on {self.device.type}: {summary}{agent}; {self.source}"
 
 
 class JaxWorldModel:
@@ -299,6 +331,9 @@ class JaxWorldModel:
         with self.lock:
             return rollout(self.dynamics, context, a, m, horizon, n_steps=n_steps, noise=self._noise_fn(seed),
                            context_mode=self.context_mode, context_length=context_length, jit="auto")
+
+    # The agent mode runs on the torch engine (dreamer4_torch.eval.policy); here the policy never drives.
+    has_agent = False
 
     def describe(self) -> str:
         note = ", converted from PyTorch in memory" if self.converted else ""

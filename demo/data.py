@@ -133,6 +133,12 @@ class DatasetSource:
             frames = resize_frames(frames, self.image_size)
         return Clip(frames, actions, episode, offset, task)
 
+    @property
+    def render_options(self) -> dict:
+        """How the data set's frames were rendered (for the real environment beside the agent)."""
+        source = self.dataset.meta.get("source", {}) if isinstance(self.dataset.meta, dict) else {}
+        return {k: source[k] for k in ("supersample", "shadows", "reflections") if k in source}
+
     def describe(self) -> str:
         n = sum(len(v) for v in self._episodes.values())
         note = f"; frames resized from {self.dataset.frames.shape[2]}x{self.dataset.frames.shape[3]}" \

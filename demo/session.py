@@ -74,6 +74,10 @@ class Session:
         self.sampler = None
         self.frame = None
         self.start_note = ""
+        self.agent_available = bool(getattr(model, "has_agent", False))
+        self.agent_on = False
+        self.driver = None
+        self.agent_note = ""
         self.reset(self.task)
 
     # ------------------------------------------------------------------ state changes
@@ -98,7 +102,12 @@ class Session:
             self.selected_dim = min(self.selected_dim, max(self.action_dim - 1, 0))
             self.keys.clear()
             self.action = np.zeros(self.pad, np.float32)
-            if self.source.has_data:
+            real_start = self._start_driver()
+            if real_start is not None:
+                context = self.model.encode(real_start[None])
+                actions = np.zeros((1, self.pad), np.float32)
+                self.start_note = f"the real {self.task} environment's first frame"
+            elif self.source.has_data:
                 clip = self.source.clip(self.task, self.rng, self.start_frames)
                 context = self.model.encode(clip.frames)
                 actions = clip.actions
@@ -110,12 +119,48 @@ class Session:
             self.sampler = self.model.new_sampler(self.n_steps, self.context_length, self.history_limit,
                                                   seed=int(self.rng.integers(2**31)))
             self.model.sampler_reset(self.sampler, context, actions, self.mask)
+            if self.driver is not None:
+                self.driver.start(context, actions)
             self.frame_index = 0
             self.timing = Timing()
             t0 = time.perf_counter()
             self.frame = self.model.decode(context[:, -1:])[0, 0]
             self.timing.decode_ms = (time.perf_counter() - t0) * 1e3
             return self.frame
+
+    def _start_driver(self) -> Optional[np.ndarray]:
+        """In agent mode: a new AgentDriver and, where MuJoCo is installed, its real episode, whose first
+        frame (3, H, W) the imagination starts from (returned; None otherwise)."""
+        if self.driver is not None:
+            self.driver.close()
+            self.driver = None
+        if not self.agent_on:
+            return None
+        from .agent import AgentDriver, mujoco_available
+        missing = mujoco_available()
+        self.agent_note = missing or ""
+        self.driver = AgentDriver(self.model, self.task, self.context_length, real=missing is None,
+                                  size=self.model.image_size[0], render=getattr(self.source, "render_options", {}))
+        if missing is not None:
+            return None
+        return self.driver.start_real(int(self.rng.integers(2**31)))
+
+    def set_agent(self, on: bool) -> None:
+        """Agent mode on (the policy head chooses every action; a new start) or off (the keys and sliders)."""
+        with self.lock:
+            if on and not self.agent_available:
+                raise ValueError("this dynamics model has no agent heads: serve an agent-finetuned run "
+                                 "(python -m dreamer4_torch.train bc) to let the policy drive")
+            self.agent_on = bool(on)
+            self.reset()
+
+    def close(self) -> None:
+        """Release what the session holds outside Python (the real environment of agent mode)."""
+        with self.lock:
+            self.closed, self.playing = True, False
+            if self.driver is not None:
+                self.driver.close()
+                self.driver = None
 
     def set_slider(self, dim: int, value: float) -> None:
         with self.lock:
@@ -153,7 +198,10 @@ class Session:
 
     def next_action(self) -> np.ndarray:
         """The raw action (sliders, the held arrow key overriding the selected dimension), masked to the
-        task's dimensions, then smoothed."""
+        task's dimensions, then smoothed. In agent mode: the policy's action, as it is."""
+        if self.driver is not None:
+            self.action = np.asarray(self.driver.action, np.float32) * self.mask
+            return self.action
         raw = self.sliders.copy()
         up, down = "up" in self.keys, "down" in self.keys
         if up != down and self.action_dim > 0:
@@ -169,6 +217,8 @@ class Session:
             t0 = time.perf_counter()
             action = self.next_action()
             z = self.model.sampler_step(self.sampler, action)
+            if self.driver is not None:
+                self.driver.observe(z, action)
             t1 = time.perf_counter()
             self.frame = self.model.decode(z)[0, 0]
             t2 = time.perf_counter()
@@ -181,7 +231,13 @@ class Session:
             return self.frame
 
     def display(self) -> np.ndarray:
-        return upscale(self.frame)
+        """The frame, upscaled; in agent mode with the real task, [world model | real environment]."""
+        with self.lock:
+            if self.driver is None or self.driver.real is None:
+                return upscale(self.frame)
+            imagined, real = upscale(self.frame), upscale(self.driver.real.image())
+            gap = np.full((imagined.shape[0], 16, 3), 255, np.uint8)
+            return np.concatenate([imagined, gap, real], axis=1)
 
     def status(self) -> str:
         with self.lock:
@@ -194,7 +250,19 @@ class Session:
                     f"decode {t.decode_ms:.0f} ms) · frame {self.frame_index} · {state}  \n"
                     f"K = {self.n_steps} · context {min(self.sampler.n_frames, self.context_length)}"
                     f"/{self.context_length} · task {self.task} · action dim {self.selected_dim + 1 if dims else 0}"
-                    f"/{dims}: [{acts}]  \nstart: {self.start_note}")
+                    f"/{dims}: [{acts}]  \nstart: {self.start_note}{self.agent_status()}")
+
+    def agent_status(self) -> str:
+        d = self.driver
+        if d is None:
+            return ""
+        line = f"  \n**agent drives** · imagined return {d.imagined_return:.1f} (reward head)"
+        if d.real is not None:
+            line += (f" · real return {d.real.total:.1f} after {d.real.steps} steps · left: world model, "
+                     f"right: the real {self.task}")
+        elif self.agent_note:
+            line += f" · {self.agent_note}"
+        return line
 
 
 # ---------------------------------------------------------------------- open-loop evaluation

@@ -117,3 +117,59 @@ def test_probe_command_end_to_end(tmp_path, capsys):
         from tests.data.conftest import write_synthetic
         old = write_synthetic(tmp_path / "old", [("walker-walk", 5), ("walker-walk", 5)], size=16)
         main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(old)])
+
+
+def test_agent_output_probe(tmp_path, capsys):
+    """--dynamics: the features are the agent output h_t of a window ending at frame t (checked against
+    a direct model call), the command writes its JSON beside the run, and a model without agent inputs
+    is refused."""
+    import torch
+    from dreamer4_torch.checkpoint import save_model
+    from dreamer4_torch.dynamics import Dynamics
+    from dreamer4_torch.eval.__main__ import main
+    from dreamer4_torch.eval.probe import episode_agent_outputs
+    from dreamer4_torch.tokenizer import Tokenizer
+    from shared.agent import agent_config
+    from shared.config import DynamicsConfig, TokenizerConfig, TransformerConfig
+    from shared.data.format import open_dataset
+    from shared.shortcut import context_labels
+
+    data = _state_data(tmp_path / "data", length=12)
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig(transformer=TransformerConfig(d_model=32, n_heads=2, depth=1), image_height=16,
+                                    image_width=16, patch_size=8, n_latents=4, d_bottleneck=8))
+    base = DynamicsConfig(transformer=TransformerConfig(d_model=32, n_heads=2, depth=2), n_latents=4,
+                          d_bottleneck=8, packing_factor=2, n_register=1, n_agent=1, k_max=4)
+    agent = Dynamics(agent_config(base, 30)).eval()
+    save_model(tok, tmp_path / "tok")
+    save_model(agent, tmp_path / "agent")
+    save_model(Dynamics(base), tmp_path / "plain")
+
+    ds = open_dataset(data)
+    feats = episode_agent_outputs(agent, tok, ds, 1, stride=3, chunk=1, batch=2, window=5)   # frames 0, 3, 6, 9
+    assert feats.shape == (4, 32)
+    rows = ds.episode_rows(1)
+    frames = torch.from_numpy(np.asarray(ds.frames[rows])).float()[None] / 255.0
+    with torch.no_grad():
+        packed = agent.pack(tok.encode(frames[:, :, None].flatten(0, 1)).unflatten(0, (1, 12))[:, :, 0])
+        actions = torch.from_numpy(np.asarray(ds.actions[rows]))[None]
+        mask = torch.ones_like(actions)
+        mask[:, 0] = 0.0
+        mask[..., 1:] = 0.0                                    # cartpole: one action dimension
+        signal, step = context_labels(4)
+        for row, t in enumerate((0, 3, 6, 9)):
+            lo = max(0, t - 4) if t >= 4 else 0
+            hi = lo + 5
+            _, h = agent(packed[:, lo:hi], signal_idx=torch.full((1, 5), signal), step_idx=torch.full((1, 5), step),
+                         actions=actions[:, lo:hi] * mask[:, lo:hi], act_mask=mask[:, lo:hi],
+                         task_ids=torch.tensor([int(ds.episodes["task_id"][1])]))
+            np.testing.assert_allclose(feats[row], h[0, t - lo, 0].numpy(), rtol=1e-4, atol=1e-5)
+
+    out = tmp_path / "agent_probe.json"
+    assert main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--dynamics",
+                 str(tmp_path / "agent"), "--stride", "2", "--out", str(out)]) == 0
+    assert "agent output h_t (windows of 16 frames)" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["features"] == "agent_output" and saved["tasks"]["reacher-easy"]["heldout_frames"] == 6
+    with pytest.raises(SystemExit, match="has no agent token input"):
+        main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--dynamics", str(tmp_path / "plain")])

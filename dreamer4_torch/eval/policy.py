@@ -80,12 +80,15 @@ class PolicyRunner:
     def observe(self, packed: torch.Tensor, action: Optional[torch.Tensor]):
         """packed (B, S, D) latents of the new frame; action (B, A) that produced it (None at an
         episode's first frame). Returns (mean, std) of the next action, each (B, A)."""
-        B = packed.shape[0]
+        B, dev = packed.shape[0], packed.device
+        if self.masks.device != dev:
+            self.masks, self.task_ids = self.masks.to(dev), self.task_ids.to(dev)
         if action is None:
-            action, mask = torch.zeros(B, self.model.config.action_dim), torch.zeros_like(self.masks)
+            action, mask = torch.zeros(B, self.model.config.action_dim, device=dev), torch.zeros_like(self.masks)
         else:
             mask = self.masks
-        labels = lambda T: (torch.full((B, T), self.signal), torch.full((B, T), self.step))  # noqa: E731
+        labels = lambda T: (torch.full((B, T), self.signal, device=dev),  # noqa: E731
+                            torch.full((B, T), self.step, device=dev))
         if self.roll:
             sig, stp = labels(1)
             _, h = self.model(packed[:, None], signal_idx=sig, step_idx=stp, actions=action[:, None],
@@ -99,8 +102,18 @@ class PolicyRunner:
             sig, stp = labels(z.shape[1])
             _, h = self.model(z, signal_idx=sig, step_idx=stp, actions=a, act_mask=m, task_ids=self.task_ids)
             h = h[:, -1:]
-        mean, std = self.model.policy(h[:, -1:])
+        self.h = h[:, -1:]
+        mean, std = self.model.policy(self.h)
         return mean[:, 0, 0] * self.masks, std[:, 0, 0]
+
+    @torch.no_grad()
+    def predicted_reward(self) -> torch.Tensor:
+        """(B,) the reward head's distance-1 prediction at the last observed frame: the reward of the
+        transition the next action makes (shared.agent)."""
+        from shared.agent import reward_bins
+        from ..agent import reward_mean
+        logits = self.model.reward_logits(self.h)[:, 0, 0]
+        return reward_mean(logits, torch.from_numpy(reward_bins(logits.shape[-1])).to(logits.device))
 
 
 class FrameEncoder:

@@ -9,6 +9,12 @@ targets: shared.data.tasks.key_state); velocities are listed but need more than 
 table gives, per task, the lowest and the mean R² over the key-state dimensions, then every
 dimension. The split is the trainers' (shared.data.windows.split_episodes with seed 0), so with the
 tokenizer's --holdout-per-task its held-out episodes are ones the tokenizer never trained on.
+
+With --dynamics RUN (an agent-finetuned dynamics run or checkpoint: python -m dreamer4_torch.train
+bc) the features are instead the dynamics model's agent output h_t for each probed frame t, computed
+as the policy sees it: the frame and the ones before it in a window of the run's training length
+(clean context latents, the recorded actions, the task's embedding). h_t has seen several frames, so
+velocities can be recoverable from it where a single frame's latents cannot hold them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--holdout-per-task", type=float, default=None,
                     help="held-out episodes per task: a count (1, 2, ...) or a fraction in (0, 1) "
                          "(default: the tokenizer run's --holdout-per-task, else 1)")
+    ap.add_argument("--dynamics", type=Path, default=None,
+                    help="an agent-finetuned dynamics run or checkpoint: probe its agent output h_t instead of "
+                         "the tokenizer's latents (its tokenizer must be --tokenizer)")
     ap.add_argument("--batch", type=int, default=256, help="frames per encoding batch (default 256)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON file for the results (default: TOKENIZER/probe.json when TOKENIZER is a "
@@ -80,9 +89,44 @@ def episode_latents(tokenizer, dataset, episode: int, stride: int, chunk: int, b
     return z.reshape(z.shape[0], -1).float().numpy()
 
 
+@torch.no_grad()
+def episode_agent_outputs(model, tokenizer, dataset, episode: int, stride: int, chunk: int, batch: int,
+                          window: int) -> np.ndarray:
+    """(frames, D) float32: the agent output h_t of every `stride`-th frame t of an episode, each from a
+    window of `window` frames ending at t (or the episode's first `window` frames, of which t sees only
+    those up to itself: time attention is causal), as the policy sees its observations."""
+    from shared.data.tasks import action_mask
+    from shared.shortcut import context_labels
+    from dreamer4_torch.train.common import encode_chunked, to_video
+
+    rows = dataset.episode_rows(episode)
+    frames = torch.from_numpy(np.array(dataset.frames[rows]))
+    packed = model.pack(encode_chunked(tokenizer, to_video(frames[None], "cpu"), chunk))[0]   # (N, S, D)
+    N = len(packed)
+    W = min(window, N)
+    task_id = int(dataset.episodes["task_id"][episode])
+    actions = torch.from_numpy(np.array(dataset.actions[rows], np.float32))[:, :model.config.action_dim]
+    masks = torch.from_numpy(action_mask(task_id)[:model.config.action_dim]).expand(N, -1).clone()
+    masks[0] = 0.0                                   # an episode's first frame has no action
+    keep = np.arange(0, N, stride)
+    starts = np.maximum(0, keep - W + 1)
+    index = torch.as_tensor(keep - starts)
+    signal, step = context_labels(model.config.k_max)
+    out = []
+    for i in range(0, len(keep), batch):
+        sel = torch.as_tensor(starts[i:i + batch])[:, None] + torch.arange(W)[None]   # (b, W)
+        b = len(sel)
+        _, h = model(packed[sel], signal_idx=torch.full((b, W), signal), step_idx=torch.full((b, W), step),
+                     actions=actions[sel] * masks[sel], act_mask=masks[sel],
+                     task_ids=torch.full((b,), task_id, dtype=torch.long))
+        out.append(h[torch.arange(b), index[i:i + batch], 0])
+    return torch.cat(out).float().numpy()
+
+
 def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int, chunk: int,
-                  batch: int, progress: bool = True) -> dict:
-    """Per task: the probe's held-out R² per state dimension, the key-state summary, the counts."""
+                  batch: int, progress: bool = True, agent=None) -> dict:
+    """Per task: the probe's held-out R² per state dimension, the key-state summary, the counts.
+    `agent`: (dynamics model, window) to probe its agent output instead of the tokenizer's latents."""
     from shared.data.tasks import TASK_IDS, key_state
 
     table = dataset.episodes
@@ -94,7 +138,11 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
         bar = tqdm(total=len(episodes), unit="episode", desc="encode", dynamic_ncols=True)
     features, targets = {}, {}
     for e in episodes:
-        features[e] = episode_latents(tokenizer, dataset, int(e), stride, chunk, batch)
+        if agent is None:
+            features[e] = episode_latents(tokenizer, dataset, int(e), stride, chunk, batch)
+        else:
+            features[e] = episode_agent_outputs(agent[0], tokenizer, dataset, int(e), stride, chunk,
+                                                max(1, batch // agent[1]), agent[1])
         targets[e] = np.asarray(dataset.states[dataset.episode_rows(int(e))])[::stride]
         if bar is not None:
             bar.update(1)
@@ -140,6 +188,29 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _agent_model(path: Path, tokenizer):
+    """(agent dynamics model, window) from --dynamics: a run (its training --frames is the window) or a
+    checkpoint (window 16)."""
+    from dreamer4_torch.checkpoint import load_model
+    from shared.config import ConfigError, check_compatible
+    from shared.io import CheckpointError
+    latest = path / "checkpoints" / "latest"
+    ckpt = latest if not (path / "config.json").exists() and latest.exists() else path
+    try:
+        model = load_model(ckpt, kind="dynamics").eval()
+        check_compatible(tokenizer.config, model.config)
+    except (CheckpointError, ConfigError) as e:
+        raise SystemExit(f"error: --dynamics {path}: {e}") from None
+    if not model.config.n_tasks:
+        raise SystemExit(f"error: --dynamics {path} has no agent token input (a pretrained model's agent token "
+                         "sees nothing); probe a finetuned run (python -m dreamer4_torch.train bc)")
+    window = 16
+    options = path / "options.json"
+    if options.is_file():
+        window = int(json.loads(options.read_text()).get("frames", window))
+    return model, window
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.stride < 1 or args.batch < 1 or args.threads < 0:
@@ -178,17 +249,23 @@ def main(argv=None) -> int:
     holdout = _holdout(args, args.tokenizer)
     train_eps, heldout_eps = split_episodes(dataset, holdout_per_task=holdout, seed=0)
     chunk = tokenizer_clip_frames(args.tokenizer) or 1
+    agent = None if args.dynamics is None else _agent_model(args.dynamics, tokenizer)
     results = probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, args.stride, chunk,
-                            args.batch, progress=sys.stderr.isatty())
-    print(f"linear probe: tokenizer latents -> state, every {args.stride}th frame, {holdout} held-out "
+                            args.batch, progress=sys.stderr.isatty(), agent=agent)
+    what = "tokenizer latents" if agent is None else f"agent output h_t (windows of {agent[1]} frames)"
+    print(f"linear probe: {what} -> state, every {args.stride}th frame, {holdout} held-out "
           f"episode(s) per task, clips of {chunk} frame(s)")
     print(format_table(results))
     out = args.out
-    if out is None and (args.tokenizer / "options.json").is_file():
+    if out is None and agent is not None and (args.dynamics / "options.json").is_file():
+        out = args.dynamics / "probe_agent.json"
+    elif out is None and agent is None and (args.tokenizer / "options.json").is_file():
         out = args.tokenizer / "probe.json"
     if out is not None and str(out) != "none":
         from shared.io import atomic_write_bytes
         record = {"tokenizer": str(args.tokenizer), "data": str(args.data), "stride": args.stride,
+                  "features": "latents" if agent is None else "agent_output",
+                  "dynamics": None if agent is None else str(args.dynamics),
                   "holdout_per_task": holdout, "tasks": results}
         atomic_write_bytes(out, (json.dumps(record, indent=1) + "\n").encode())
         print(f"wrote {out}")

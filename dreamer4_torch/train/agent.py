@@ -65,6 +65,18 @@ class AgentTask(DynamicsTask):
             raise SystemExit(f"error: --dynamics {options.dynamics}: {e}") from e
         return cfg
 
+    def latent_cache_dir(self) -> Path:
+        """The pretrained dynamics run's latent cache when it holds these latents (the same tokenizer
+        weights, data set and clip length: its fingerprint says so), else this run's own: the frozen
+        tokenizer's encoding of the data set is not done twice."""
+        from .latents import cache_is_valid, fingerprint
+        expected = fingerprint(Path(self.options.tokenizer), Path(self.options.data), self.chunk)
+        checkpoint = Path(self.options.dynamics)
+        for run_dir in (checkpoint.parent.parent, checkpoint):      # RUN/checkpoints/step_N, or a run directory
+            if cache_is_valid(run_dir / "latents", expected):
+                return run_dir / "latents"
+        return super().latent_cache_dir()
+
     def build_model(self):
         try:
             return load_for_agent(self.options.dynamics, self.config)

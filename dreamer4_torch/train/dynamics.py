@@ -50,7 +50,7 @@ class DynamicsTask(Task):
         self.latent_cache = None
         if options.cache_latents:
             self.latent_cache = build_latent_cache(self.tokenizer, Path(options.tokenizer), Path(options.data),
-                                                   Path(options.out) / "latents", self.chunk, world)
+                                                   self.latent_cache_dir(), self.chunk, world)
         self.stream = BatchStream(self.window_set(self.train_eps), self.video_batch_size, world, options.seed,
                                   options.workers)
         self._iter = iter(self.stream)
@@ -70,6 +70,10 @@ class DynamicsTask(Task):
 
     def model_config(self, options, tokenizer_cfg):
         return dynamics_config_from(options, tokenizer_cfg)
+
+    def latent_cache_dir(self) -> Path:
+        """Where the data set's latents are cached (built there unless it already holds them)."""
+        return Path(self.options.out) / "latents"
 
     def build_model(self):
         return Dynamics(self.config)

@@ -3,7 +3,8 @@
     python -m dreamer4_torch.train.plot RUN_DIR [--out curves.png]
 
 Panels: training loss (log scale), learning rate, and the evaluation metrics (tokenizer: held-out
-PSNR; dynamics: rollout PSNR per horizon against the repeat-last-frame floor).
+PSNR; dynamics: rollout PSNR per horizon against the repeat-last-frame floor); for behaviour-cloning
+runs a fourth: the BC and reward losses, in training and on held-out windows.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "curves.png"
     train, evals = read_metrics(run_dir)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4))
+    agent = "bc" in train
+    fig, axes = plt.subplots(1, 4 if agent else 3, figsize=(22 if agent else 17, 4))
     ax = axes[0]
     for key in ("loss", "flow_mse", "boot_mse"):
         if key in train:
@@ -78,6 +80,19 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
         ax.set_title("held-out reconstruction PSNR (dB)")
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
+    if agent:
+        ax = axes[3]
+        for key, color in (("bc", "tab:blue"), ("reward", "tab:orange")):
+            if key in train:
+                steps, values = zip(*train[key])
+                ax.plot(steps, values, color=color, lw=1, alpha=0.6, label=f"{key} (training)")
+            if f"heldout_{key}" in evals:
+                steps, values = zip(*evals[f"heldout_{key}"])
+                ax.plot(steps, values, color=color, marker="o", ms=4, label=f"{key} (held out)")
+        ax.set_title("agent losses (BC: -log pi; reward: cross-entropy)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.suptitle(title or run_dir.name)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")

@@ -22,6 +22,9 @@ def bc_run(tiny_data, tiny_tokenizer, tiny_dynamics, tmp_path_factory):
     r = run(train_cmd("bc", "--data", tiny_data, "--out", out, "--tokenizer", tiny_tokenizer, "--dynamics",
                       tiny_dynamics, "--steps", 20, *FAST))
     assert r.returncode == 0, r.stderr[-3000:]
+    # the pretrained run's latent cache holds this tokenizer's latents of this data set: read, not rebuilt
+    assert f"latent cache {tiny_dynamics.parent.parent / 'latents'} is up to date" in r.stdout, r.stdout[-2000:]
+    assert not (out / "latents").exists()
     return out
 
 
