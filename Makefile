@@ -20,8 +20,11 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/python -m quickstart $(ARGS)
 
-# After `make quickstart`: behaviour-cloning finetuning, the policy in the real tasks, a report (ARGS as above).
+# The agent: the quickstart's stages on the recipe's agent tasks and data (data/agent, runs/agent; skipped
+# once trained), then behaviour-cloning finetuning, the policy in the real tasks and a report.
+# ARGS go to the agent stage (python -m quickstart.agent --help), WM_ARGS to the world model's.
 agent: $(STAMP)
+	$(BIN)/python -m quickstart --agent-data --no-demo $(WM_ARGS)
 	$(BIN)/python -m quickstart.agent $(ARGS)
 
 test: $(STAMP)

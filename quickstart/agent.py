@@ -1,13 +1,15 @@
-"""Agents inside the quickstart's world model: behaviour-cloning finetuning, then the policy in the real
-DMControl tasks, then a report. Run after `python -m quickstart` (it needs RUN_DIR/tokenizer and
-RUN_DIR/dynamics). Every stage is resumable: re-running skips what is finished.
+"""Agents inside a world model: behaviour-cloning finetuning, then the policy in the real DMControl
+tasks, then a report. It finetunes the world model that `python -m quickstart --agent-data` trains
+(the recipe's agent tasks, whose data reaches their rewards: data/agent, runs/agent for dmc64), or any
+quickstart run given with --data and --out. Every stage is resumable: re-running skips what is finished.
 
-    python -m quickstart.agent                  # the dmc64 recipe (make agent)
-    python -m quickstart.agent --recipe tiny    # a smoke test after `python -m quickstart --recipe tiny`
+    python -m quickstart --agent-data --no-demo && python -m quickstart.agent     # make agent
+    python -m quickstart.agent --recipe tiny --data D --out R                       # a smoke test
 
 Outputs: RUN_DIR/agent (the finetuning run: checkpoints, curves, held-out action and reward errors),
 RUN_DIR/agent/policy_eval.json and videos/, RUN_DIR/agent_report.md (returns per task: the agent, a
-uniform-random policy and the data set's episodes).
+uniform-random policy and the data set's episodes). Then `python -m demo --agent --run-dir RUN_DIR`
+shows the policy driving.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", "--preset", dest="recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
                     help=f"the recipe the world model was trained with (default {DEFAULT_RECIPE})")
-    ap.add_argument("--data", default=None, help="data set directory (default: the recipe's, e.g. data/quickstart)")
-    ap.add_argument("--out", default=None, help="the quickstart's run directory (default: the recipe's)")
+    ap.add_argument("--data", default=None, help="data set directory (default: the recipe's agent data, e.g. "
+                                                 "data/agent)")
+    ap.add_argument("--out", default=None, help="the world model's run directory, which gets agent/ (default: the "
+                                                "recipe's agent run directory, e.g. runs/agent)")
     ap.add_argument("--steps", type=int, default=None, help="finetuning steps (default: the recipe's)")
     ap.add_argument("--episodes", type=int, default=10, help="real episodes per task and policy (default 10)")
     ap.add_argument("--episode-steps", type=int, default=0,
@@ -74,13 +78,15 @@ def main(argv=None) -> int:
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {value}")
     recipe = get_recipe(args.recipe)
-    data_dir = Path(args.data or recipe.pipeline.data_dir)
-    run_dir = Path(args.out or recipe.pipeline.run_dir)
+    pipeline = recipe.pipeline_for(agent=True)
+    data_dir = Path(args.data or pipeline.data_dir)
+    run_dir = Path(args.out or pipeline.run_dir)
     tokenizer, dynamics = run_dir / "tokenizer" / "checkpoints" / "latest", run_dir / "dynamics" / "checkpoints" / "latest"
     for path in (tokenizer, dynamics):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist; train the world model first with "
-                             f"`python -m quickstart --recipe {recipe.name} --no-demo` (make quickstart)")
+                             f"`python -m quickstart --recipe {recipe.name} --agent-data --no-demo`"
+                             + ("" if args.out is None else f" --out {args.out}"))
     training = recipe.training("bc")
     steps = args.steps or training.steps
     agent_dir = run_dir / "agent"

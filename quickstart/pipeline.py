@@ -6,6 +6,7 @@ interrupted.
     python -m quickstart --recipe dmc128       # upstream's sizes on a GPU, all 30 tasks (hours); --gpu for short
     python -m quickstart --recipe tiny         # a smoke test of every stage (tiny models, seconds of training)
     python -m quickstart --no-demo             # stop after the report
+    python -m quickstart --agent-data          # the agent's world model (data/agent, runs/agent); then make agent
 
 Each training stage runs its recipe's steps (shared/recipes/), so the same command gives the same model
 on a fast machine and on a slow or busy one; --tokenizer-minutes / --dynamics-minutes cap a stage's time
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.data.policies import POLICY_MODES
 from shared.recipes import RECIPES, get_recipe
 
 from .report import report
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="data set directory (default: the recipe's, e.g. data/quickstart)")
     ap.add_argument("--out", default=None, help="run directory (default: the recipe's, e.g. runs/quickstart)")
     ap.add_argument("--tasks", default=None, help="comma-separated tasks (default: the recipe's)")
+    ap.add_argument("--agent-data", action="store_true",
+                    help="the agent's world model instead: the recipe's agent tasks, data and run directories "
+                         "(dmc64: five tasks with task controllers, 70%% controller episodes, data/agent, "
+                         "runs/agent); then `make agent` finetunes it (docs/agents.md)")
+    ap.add_argument("--policy", default=None, choices=POLICY_MODES,
+                    help="the collector's behaviour (default: the recipe's); controller-heavy for an agent's "
+                         "data (docs/agents.md)")
     ap.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the recipe's)")
     ap.add_argument("--episode-steps", type=int, default=None,
                     help="agent steps per episode (default: the recipe's; 500 = a whole episode)")
@@ -83,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     recipe = get_recipe(args.recipe)
-    pipeline = recipe.pipeline
+    pipeline = recipe.pipeline_for(args.agent_data)
     data_dir = Path(args.data or pipeline.data_dir)
     run_dir = Path(args.out or pipeline.run_dir)
     tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else pipeline.tasks
@@ -101,7 +110,7 @@ def main(argv=None) -> int:
     say("1/5 collect DMControl episodes (MuJoCo on the CPU; resumable)")
     run([sys.executable, "-m", "shared.data.collect", "--tasks", ",".join(tasks), "--episodes", str(episodes),
          "--size", str(recipe.image_size), "--out", str(data_dir), "--episode-steps", str(episode_steps),
-         "--policy", pipeline.policy])
+         "--policy", args.policy or pipeline.policy])
 
     def trainer_args(kind: str) -> list[str]:
         training = recipe.training(kind)

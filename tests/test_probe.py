@@ -111,6 +111,13 @@ def test_probe_command_end_to_end(tmp_path, capsys):
         assert r["key_state"] == ["position[0]"] and r["heldout_episodes"] == 1 and r["heldout_frames"] == 30
         assert r["r2"][0] > 0.9 and r["key_r2_min"] == pytest.approx(r["r2"][0], abs=1e-4), r
         assert r["r2"][1] < 0.3, r                                 # noise: not in the frames
+    # a training run directory: its checkpoints/latest is probed, the JSON is written beside it
+    import shutil
+    run = tmp_path / "tokrun"
+    shutil.copytree(tmp_path / "tok", run / "checkpoints" / "latest")
+    (run / "options.json").write_text(json.dumps({"frames": 1}))
+    assert main(["probe", "--tokenizer", str(run), "--data", str(data), "--stride", "1"]) == 0
+    assert json.loads((run / "probe.json").read_text())["tasks"] == saved["tasks"]
     with pytest.raises(SystemExit, match="has no walker-walk"):
         main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--tasks", "walker-walk"])
     with pytest.raises(SystemExit, match="recorded without states"):

@@ -224,6 +224,28 @@ def test_quickstart_help_names_the_recipes():
     assert "--tokenizer-minutes" in r.stdout and "0 = no cap" in r.stdout
 
 
+def test_agent_data_collects_the_agent_pipeline(tmp_path, monkeypatch):
+    """--agent-data: the recipe's agent tasks, policy and directories reach the collector and trainers;
+    the agent stage's defaults are the same directories."""
+    from quickstart import agent, pipeline
+    commands = []
+
+    def stop_after_collect(cmd, *a, **k):
+        commands.append([str(c) for c in cmd])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "run", stop_after_collect)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        pipeline.main(["--agent-data", "--no-demo"])
+    collect = commands[0]
+    assert collect[collect.index("--tasks") + 1] == "cartpole-swingup,cheetah-run,cup-catch,finger-spin,reacher-easy"
+    assert collect[collect.index("--policy") + 1] == "controller-heavy"
+    assert collect[collect.index("--out") + 1] == "data/agent"
+    with pytest.raises(SystemExit, match="runs/agent/tokenizer/checkpoints/latest does not exist.*--agent-data"):
+        agent.main([])
+
+
 def test_quickstart_options_default_to_the_recipe():
     from quickstart.pipeline import parse_args
     assert parse_args([]).recipe == "dmc64"

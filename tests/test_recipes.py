@@ -78,9 +78,14 @@ def test_unknown_names_are_errors_that_name_the_known_ones():
 def test_dmc64_is_the_quickstart_recipe():
     r = get_recipe("dmc64")
     assert r.tokenizer.steps == 2100 and r.dynamics.steps == 2000
-    assert r.pipeline.tasks == ("cartpole-swingup", "cheetah-run", "cup-catch", "finger-spin", "reacher-easy")
-    assert r.pipeline.policy == "controller-heavy"
+    assert r.pipeline.tasks == ("cheetah-run", "walker-walk", "hopper-hop", "finger-spin", "cartpole-swingup")
+    assert r.pipeline.policy == "mixed"
     assert r.pipeline.episodes_per_task == 30 and r.pipeline.episode_steps == 500
+    a = r.pipeline_for(agent=True)
+    assert a.tasks == ("cartpole-swingup", "cheetah-run", "cup-catch", "finger-spin", "reacher-easy")
+    assert (a.policy, a.data_dir, a.run_dir, a.episodes_per_task) == ("controller-heavy", "data/agent", "runs/agent", 30)
+    assert r.pipeline_for(agent=False) is r.pipeline and get_recipe("tiny").pipeline_for(agent=True) is \
+        get_recipe("tiny").pipeline                                  # no agent pipeline: the pipeline's own
     assert (r.tokenizer.eval_every, r.dynamics.eval_every) == (250, 500)
     assert (r.tokenizer.eval_sequences, r.dynamics.eval_sequences) == (96, 96)
     assert (r.pipeline.data_dir, r.pipeline.run_dir) == ("data/quickstart", "runs/quickstart")

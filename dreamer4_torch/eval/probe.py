@@ -188,16 +188,20 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _checkpoint_dir(path: Path) -> Path:
+    """A checkpoint directory as given, or a training run's newest (RUN/checkpoints/latest)."""
+    latest = path / "checkpoints" / "latest"
+    return latest if not (path / "config.json").exists() and latest.exists() else path
+
+
 def _agent_model(path: Path, tokenizer):
     """(agent dynamics model, window) from --dynamics: a run (its training --frames is the window) or a
     checkpoint (window 16)."""
     from dreamer4_torch.checkpoint import load_model
     from shared.config import ConfigError, check_compatible
     from shared.io import CheckpointError
-    latest = path / "checkpoints" / "latest"
-    ckpt = latest if not (path / "config.json").exists() and latest.exists() else path
     try:
-        model = load_model(ckpt, kind="dynamics").eval()
+        model = load_model(_checkpoint_dir(path), kind="dynamics").eval()
         check_compatible(tokenizer.config, model.config)
     except (CheckpointError, ConfigError) as e:
         raise SystemExit(f"error: --dynamics {path}: {e}") from None
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
     from shared.io import CheckpointError
 
     try:
-        tokenizer = load_model(args.tokenizer, kind="tokenizer")
+        tokenizer = load_model(_checkpoint_dir(args.tokenizer), kind="tokenizer")
     except CheckpointError as e:
         raise SystemExit(f"error: --tokenizer {args.tokenizer}: {e}") from None
     try:
@@ -248,7 +252,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: --tasks: the data set has no {', '.join(missing)} (it has {', '.join(dataset.tasks)})")
     holdout = _holdout(args, args.tokenizer)
     train_eps, heldout_eps = split_episodes(dataset, holdout_per_task=holdout, seed=0)
-    chunk = tokenizer_clip_frames(args.tokenizer) or 1
+    chunk = tokenizer.config.clip_frames or tokenizer_clip_frames(args.tokenizer) or 1
     agent = None if args.dynamics is None else _agent_model(args.dynamics, tokenizer)
     results = probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, args.stride, chunk,
                             args.batch, progress=sys.stderr.isatty(), agent=agent)

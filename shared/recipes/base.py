@@ -147,6 +147,9 @@ class Recipe:
     dynamics: DynamicsRecipe
     agent: AgentRecipe
     pipeline: Pipeline
+    # The data and world model an agent learns from (python -m quickstart --agent-data; make agent):
+    # tasks whose rewards the data reaches. None: the pipeline's own.
+    agent_pipeline: Pipeline | None = None
 
     def __post_init__(self) -> None:
         _require(self.preset.name == self.name,
@@ -164,6 +167,10 @@ class Recipe:
     def image_size(self) -> int:
         """Frame height and width of the data set: the tokenizer's (its frames are square)."""
         return self.preset.tokenizer.image_height
+
+    def pipeline_for(self, agent: bool) -> Pipeline:
+        """The quickstart's pipeline, or with `agent` the agent's (the same when the recipe has none)."""
+        return (self.agent_pipeline or self.pipeline) if agent else self.pipeline
 
     def training(self, kind: str) -> TrainRecipe:
         """The training recipe of trainer `kind` ('tokenizer', 'dynamics' or 'bc')."""
