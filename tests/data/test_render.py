@@ -9,8 +9,12 @@ from shared.data import render
 
 @pytest.fixture
 def no_backend_chosen(monkeypatch):
-    monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    # setenv first: it records the variable's state (absent included), so the value configure_gl
+    # writes is undone after the test; a bare delenv of an absent variable records nothing, and a
+    # later test in the process would render with the fake probe's choice.
+    for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.delitem(sys.modules, "mujoco", raising=False)  # restored after the test
 
 
