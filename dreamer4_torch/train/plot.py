@@ -47,7 +47,8 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
     agent = "bc" in train
     fig, axes = plt.subplots(1, 4 if agent else 3, figsize=(22 if agent else 17, 4))
     ax = axes[0]
-    for key in ("loss", "flow_mse", "boot_mse"):
+    # a BC run's total loss holds a negative log-likelihood (it can be negative): its video loss here
+    for key in ("video_loss" if agent else "loss", "flow_mse", "boot_mse"):
         if key in train:
             steps, values = zip(*train[key])
             ax.plot(steps, values, label=key, lw=1)
@@ -85,10 +86,11 @@ def plot_run(run_dir: Path, out: Path | None = None, title: str | None = None) -
         for key, color in (("bc", "tab:blue"), ("reward", "tab:orange")):
             if key in train:
                 steps, values = zip(*train[key])
-                ax.plot(steps, values, color=color, lw=1, alpha=0.6, label=f"{key} (training)")
+                ax.plot(steps, values, color=color, lw=1, alpha=0.6,
+                        label=f"{key} (training{', better episodes' if key == 'bc' else ''})")
             if f"heldout_{key}" in evals:
                 steps, values = zip(*evals[f"heldout_{key}"])
-                ax.plot(steps, values, color=color, marker="o", ms=4, label=f"{key} (held out)")
+                ax.plot(steps, values, color=color, marker="o", ms=4, label=f"{key} (held-out episodes, all)")
         ax.set_title("agent losses (BC: -log pi; reward: cross-entropy)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
