@@ -61,7 +61,7 @@ def test_probe_strength_is_chosen_by_held_out_groups():
     assert r2_score(y[~train], fit.predict(x[~train]))[0] == pytest.approx(max(scores))
 
 
-def _state_data(path, tasks=("cartpole-swingup", "reacher-easy"), episodes=4, length=30, size=16):
+def _state_data(path, tasks=("cartpole-swingup", "cup-catch"), episodes=4, length=30, size=16):
     """Frames whose grey level is state dimension 0 (a thing one frame shows) and whose dimension 1
     is noise no frame shows."""
     from shared.data.format import DatasetWriter
@@ -104,9 +104,9 @@ def test_probe_command_end_to_end(tmp_path, capsys):
     assert main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--stride", "1",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "cartpole-swingup" in text and "reacher-easy" in text and "position[0]" in text
+    assert "cartpole-swingup" in text and "cup-catch" in text and "position[0]" in text
     saved = json.loads(out.read_text())
-    for task in ("cartpole-swingup", "reacher-easy"):
+    for task in ("cartpole-swingup", "cup-catch"):
         r = saved["tasks"][task]
         assert r["key_state"] == ["position[0]"] and r["heldout_episodes"] == 1 and r["heldout_frames"] == 30
         assert r["r2"][0] > 0.9 and r["key_r2_min"] == pytest.approx(r["r2"][0], abs=1e-4), r
@@ -124,6 +124,44 @@ def test_probe_command_end_to_end(tmp_path, capsys):
         from tests.data.conftest import write_synthetic
         old = write_synthetic(tmp_path / "old", [("walker-walk", 5), ("walker-walk", 5)], size=16)
         main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(old)])
+
+
+def test_free_angle_is_probed_as_cos_and_sin(tmp_path, capsys):
+    """Reacher's shoulder winds (its raw angle runs over several turns) while the frames show it
+    modulo 2π (red = cos, green = sin): the probe's targets are its cos and sin, which the latents
+    of a random tokenizer hold; the raw angle, which no frame shows, is not a target."""
+    import torch
+    from dreamer4_torch.checkpoint import save_model
+    from dreamer4_torch.eval.__main__ import main
+    from dreamer4_torch.tokenizer import Tokenizer
+    from shared.config import TokenizerConfig, TransformerConfig
+    from shared.data.format import DatasetWriter
+    from shared.data.tasks import STATE_PAD
+
+    rng = np.random.default_rng(1)
+    with DatasetWriter(tmp_path / "data", 16, 16, {"kind": "test"}, states=True) as writer:
+        for index in range(4):
+            angle = rng.uniform(-3 * np.pi, 3 * np.pi, 30)
+            frames = np.zeros((30, 3, 16, 16), np.uint8)
+            frames[:, 0] = ((np.cos(angle) + 1) * 127.5).astype(np.uint8)[:, None, None]
+            frames[:, 1] = ((np.sin(angle) + 1) * 127.5).astype(np.uint8)[:, None, None]
+            states = np.zeros((30, STATE_PAD), np.float32)
+            states[:, 0] = angle
+            actions = np.zeros((30, 16), np.float32)
+            writer.append("reacher-easy", index, seed=index, policy="test", policy_params={}, frames=frames,
+                          actions=actions, rewards=np.zeros(30, np.float32), states=states,
+                          state_names=["position[0]"])
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(transformer=TransformerConfig(d_model=32, n_heads=2, depth=1),
+                          image_height=16, image_width=16, patch_size=8, n_latents=4, d_bottleneck=8)
+    save_model(Tokenizer(cfg), tmp_path / "tok")
+    out = tmp_path / "probe.json"
+    assert main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(tmp_path / "data"),
+                 "--stride", "1", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["tasks"]["reacher-easy"]
+    assert r["state_names"] == ["cos position[0]", "sin position[0]"] == r["key_state"]
+    assert min(r["r2"]) > 0.9, r
+    assert "cos position[0]" in capsys.readouterr().out
 
 
 def test_agent_output_probe(tmp_path, capsys):
@@ -177,6 +215,6 @@ def test_agent_output_probe(tmp_path, capsys):
                  str(tmp_path / "agent"), "--stride", "2", "--out", str(out)]) == 0
     assert "agent output h_t (windows of 16 frames)" in capsys.readouterr().out
     saved = json.loads(out.read_text())
-    assert saved["features"] == "agent_output" and saved["tasks"]["reacher-easy"]["heldout_frames"] == 6
+    assert saved["features"] == "agent_output" and saved["tasks"]["cup-catch"]["heldout_frames"] == 6
     with pytest.raises(SystemExit, match="has no agent token input"):
         main(["probe", "--tokenizer", str(tmp_path / "tok"), "--data", str(data), "--dynamics", str(tmp_path / "plain")])

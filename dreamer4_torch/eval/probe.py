@@ -5,7 +5,9 @@ training episodes and scored on held-out episodes, as R² per state dimension.
     python -m dreamer4_torch.eval probe --tokenizer runs/quickstart/tokenizer --data data/agent
 
 The key state of a task is what one frame shows (positions, joint angles, heights, vectors to
-targets: shared.data.tasks.key_state); velocities are listed but need more than one frame. The
+targets: shared.data.tasks.key_state); velocities are listed but need more than one frame. An
+angle of a freely turning joint (reacher's shoulder, a cheetah's or hopper's pitch) is probed as its
+cos and sin, since a frame shows it only modulo 2π (shared.data.tasks.circular_state). The
 table gives, per task, the lowest and the mean R² over the key-state dimensions, then every
 dimension. The split is the trainers' (shared.data.windows.split_episodes with seed 0), so with the
 tokenizer's --holdout-per-task its held-out episodes are ones the tokenizer never trained on.
@@ -127,7 +129,7 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
                   batch: int, progress: bool = True, agent=None) -> dict:
     """Per task: the probe's held-out R² per state dimension, the key-state summary, the counts.
     `agent`: (dynamics model, window) to probe its agent output instead of the tokenizer's latents."""
-    from shared.data.tasks import TASK_IDS, key_state
+    from shared.data.tasks import TASK_IDS, circular_state, key_state
 
     table = dataset.episodes
     wanted = [TASK_IDS[task] for task in tasks]
@@ -150,19 +152,23 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
         bar.close()
     results = {}
     for task in tasks:
-        names = dataset.state_names(task)
+        recorded = dataset.state_names(task)
+        names = circular_state(task, recorded, np.zeros((0, len(recorded))))[0]
         task_id = TASK_IDS[task]
         train = [e for e in train_eps if table["task_id"][e] == task_id]
         test = [e for e in heldout_eps if table["task_id"][e] == task_id]
         if len(train) < 2 or not test:
             raise SystemExit(f"error: {task}: {len(train)} training and {len(test)} held-out episode(s); the "
                              "probe needs at least 2 and 1 (more episodes, or another --holdout-per-task)")
+
+        def target(episodes):  # freely turning angles as cos and sin: a frame shows them mod 2π
+            return circular_state(task, recorded, np.concatenate(
+                [targets[e][:, :len(recorded)] for e in episodes]))[1]
+
         x = np.concatenate([features[e] for e in train])
-        y = np.concatenate([targets[e][:, :len(names)] for e in train])
         groups = np.concatenate([np.full(len(features[e]), e) for e in train])
-        fit = fit_probe(x, y, groups)
-        r2 = r2_score(np.concatenate([targets[e][:, :len(names)] for e in test]),
-                      fit.predict(np.concatenate([features[e] for e in test])))
+        fit = fit_probe(x, target(train), groups)
+        r2 = r2_score(target(test), fit.predict(np.concatenate([features[e] for e in test])))
         key = [i for i in key_state(names) if np.isfinite(r2[i])]
         results[task] = {
             "state_names": names, "r2": [None if not np.isfinite(v) else round(float(v), 4) for v in r2],

@@ -159,6 +159,33 @@ def key_state(state_names: Iterable[str]) -> list[int]:
     return [i for i, name in enumerate(state_names) if name.split("[")[0] not in NOT_KEY_STATE]
 
 
+# Hinge angles that a task's observation gives raw although the joint turns freely (no range in
+# the model): a frame shows such an angle only modulo 2π, so a probe's target for it is its cos and
+# sin. Other angles are either limited joints or already given as cos/sin by the task.
+FREE_ANGLES = {"reacher": ("position[0]",),  # the shoulder (the wrist is limited to ±160°)
+               "cheetah": ("position[1]",),  # rooty, the torso's pitch
+               "hopper": ("position[1]",),   # rooty
+               "jumper": ("position[1]",)}   # rooty
+
+
+def circular_state(task: str, state_names: list[str], states: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """`states` (..., len(state_names)) with each of the task's FREE_ANGLES replaced by two
+    columns, 'cos NAME' and 'sin NAME', in its place; other columns unchanged."""
+    states = np.asarray(states)
+    if states.shape[-1] != len(state_names):
+        raise ValueError(f"states have {states.shape[-1]} columns, {task} names {len(state_names)}")
+    free = FREE_ANGLES.get(get_task(task).domain, ())
+    names, columns = [], []
+    for i, name in enumerate(state_names):
+        if name in free:
+            names += [f"cos {name}", f"sin {name}"]
+            columns += [np.cos(states[..., i]), np.sin(states[..., i])]
+        else:
+            names.append(name)
+            columns.append(states[..., i])
+    return names, np.stack(columns, -1).astype(states.dtype, copy=False)
+
+
 def make_env(name: str, seed: int, size: int = DEFAULT_SIZE, **render_options):
     """Build task `name` seeded with `seed` as a `shared.data.env.TaskEnv` rendering
     (3, size, size) uint8 frames. Needs the `data` extra (mujoco, dm_control). A task that

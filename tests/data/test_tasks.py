@@ -152,3 +152,40 @@ def test_custom_models_follow_the_notes():
         env.reset(0)
         if env.physics.in_target():
             assert env.dm_env.task.get_reward(env.physics) == 0.0
+
+
+def test_circular_state_replaces_free_angles_by_cos_and_sin():
+    """Reacher's shoulder (position[0]) becomes two columns in its place; the same angle one turn
+    later gives the same values; a domain without free angles is unchanged."""
+    from shared.data.tasks import circular_state
+
+    names = ["position[0]", "position[1]", "to_target[0]"]
+    states = np.array([[np.pi / 2, 0.3, -0.1], [np.pi / 2 + 2 * np.pi, 0.3, -0.1]], np.float32)
+    out_names, out = circular_state("reacher-easy", names, states)
+    assert out_names == ["cos position[0]", "sin position[0]", "position[1]", "to_target[0]"]
+    np.testing.assert_allclose(out[0], [0.0, 1.0, 0.3, -0.1], atol=1e-6)
+    np.testing.assert_allclose(out[1], out[0], atol=1e-5)
+    same_names, same = circular_state("walker-walk", names, states)
+    assert same_names == names and np.array_equal(same, states)
+    with pytest.raises(ValueError, match="columns"):
+        circular_state("reacher-easy", names[:2], states)
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_free_angles_are_the_raw_angles_of_unlimited_hinges(name):
+    """FREE_ANGLES names exactly the state dimensions that echo an unlimited hinge's raw angle:
+    each such joint is set to a distinct angle beyond 2π and the state is searched for it."""
+    from shared.data.tasks import FREE_ANGLES
+
+    with make_env(name, seed=0, size=16) as env:
+        model, data = env.physics.model, env.physics.data
+        hinges = [j for j in range(model.njnt) if model.jnt_type[j] == 3 and not model.jnt_limited[j]]
+        values = {}
+        for k, j in enumerate(hinges):
+            values[j] = 7.0 + 0.37 * k
+            data.qpos[model.jnt_qposadr[j]] = values[j]
+        env.physics.forward()
+        state, names = env.state(), env.state_names
+        echoed = {names[i] for i in range(len(names))
+                  if any(abs(float(state[i]) - v) < 1e-4 for v in values.values())}
+    assert echoed == set(FREE_ANGLES.get(get_task(name).domain, ())), name
