@@ -22,9 +22,18 @@ PerceptualFn = Callable[[jax.Array, jax.Array], jax.Array]
 _sg = jax.lax.stop_gradient
 
 
+def contrast_weights(target: jax.Array, channels: int, weight: float) -> jax.Array:
+    """Per value of patch vectors (..., C*p*p) (channel slowest, shared.patchify):
+    1 + weight * |x - the mean of x's channel over its patch|. Thin bodies on a plain background
+    (a pole, an arm, a ball) stand out from their patch's mean; the background does not."""
+    x = target.reshape(target.shape[:-1] + (channels, -1))
+    return (1.0 + weight * jnp.abs(x - jnp.mean(x, -1, keepdims=True))).reshape(target.shape)
+
+
 def tokenizer_loss(out: TokenizerOutput, *, image_shape: tuple[int, int, int], patch_size: int,
                    mse_on: str = "masked", perceptual: Optional[PerceptualFn] = None,
-                   perceptual_weight: float = 0.2, perceptual_frame_stride: int = 2):
+                   perceptual_weight: float = 0.2, perceptual_frame_stride: int = 2,
+                   contrast_weight: float = 0.0):
     """Reconstruction loss of a tokenizer pass.
 
     mse_on="masked" (upstream): sum of squared errors over the patches the encoder did not see,
@@ -32,22 +41,29 @@ def tokenizer_loss(out: TokenizerOutput, *, image_shape: tuple[int, int, int], p
     perceptual: optional term on a composite frame (prediction where masked, input elsewhere; the
     prediction everywhere for mse_on="all") of every `perceptual_frame_stride`-th frame, scaled to
     [-1, 1], weighted by `perceptual_weight`.
+    contrast_weight > 0: the squared errors of the reconstruction term are weighted by
+    `contrast_weights` (the `mse` metric stays unweighted; `weighted_mse` is the term).
     Returns (loss, metrics dict of stop-gradient scalars).
     """
     pred, target = out.recon.astype(jnp.float32), out.target.astype(jnp.float32)
     sq = jnp.square(pred - target)
     if mse_on == "masked":
         masked = (~out.keep_mask)[..., None].astype(jnp.float32)            # (B, T, Np, 1)
-        mse = jnp.sum(sq * masked) / (jnp.maximum(jnp.sum(masked), 1.0) * sq.shape[-1])
+        reduce = lambda v: jnp.sum(v * masked) / (jnp.maximum(jnp.sum(masked), 1.0) * v.shape[-1])  # noqa: E731
         composite = jnp.where(out.keep_mask[..., None], target, pred)
     elif mse_on == "all":
-        mse = jnp.mean(sq)
+        reduce = jnp.mean
         composite = pred
     else:
         raise ValueError(f"mse_on must be 'masked' or 'all', got {mse_on!r}")
-    loss = mse
+    if contrast_weight < 0:
+        raise ValueError(f"contrast_weight must be >= 0, got {contrast_weight}")
+    mse = reduce(sq)
+    loss = reduce(sq * contrast_weights(target, image_shape[0], contrast_weight)) if contrast_weight else mse
     metrics = {"mse": _sg(mse), "full_mse": _sg(jnp.mean(sq)),
                "keep_fraction": _sg(jnp.mean(out.keep_mask.astype(jnp.float32)))}
+    if contrast_weight:
+        metrics["weighted_mse"] = _sg(loss)
     if perceptual is not None and perceptual_weight > 0:
         C, H, W = image_shape
         frames = slice(None, None, perceptual_frame_stride)

@@ -18,9 +18,18 @@ from .tokenizer import TokenizerOutput, unpatchify
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def contrast_weights(target: torch.Tensor, channels: int, weight: float) -> torch.Tensor:
+    """Per value of patch vectors (..., C*p*p) (channel slowest, shared.patchify):
+    1 + weight * |x - the mean of x's channel over its patch|. Thin bodies on a plain background
+    (a pole, an arm, a ball) stand out from their patch's mean; the background does not."""
+    x = target.unflatten(-1, (channels, -1))
+    return (1.0 + weight * (x - x.mean(-1, keepdim=True)).abs()).flatten(-2)
+
+
 def tokenizer_loss(out: TokenizerOutput, *, image_shape: tuple[int, int, int], patch_size: int,
                    mse_on: str = "masked", perceptual: Optional[PerceptualFn] = None,
-                   perceptual_weight: float = 0.2, perceptual_frame_stride: int = 2):
+                   perceptual_weight: float = 0.2, perceptual_frame_stride: int = 2,
+                   contrast_weight: float = 0.0):
     """Reconstruction loss of a tokenizer pass.
 
     mse_on="masked" (upstream): sum of squared errors over the patches the encoder did not see,
@@ -28,22 +37,29 @@ def tokenizer_loss(out: TokenizerOutput, *, image_shape: tuple[int, int, int], p
     perceptual: optional term on a composite frame (prediction where masked, input elsewhere; the
     prediction everywhere for mse_on="all") of every `perceptual_frame_stride`-th frame, scaled to
     [-1, 1], weighted by `perceptual_weight`.
+    contrast_weight > 0: the squared errors of the reconstruction term are weighted by
+    `contrast_weights` (the `mse` metric stays unweighted; `weighted_mse` is the term).
     Returns (loss, metrics dict of detached scalars).
     """
     pred, target = out.recon.float(), out.target.float()
     sq = (pred - target).pow(2)
     if mse_on == "masked":
         masked = (~out.keep_mask).unsqueeze(-1).float()            # (B, T, Np, 1)
-        mse = (sq * masked).sum() / (masked.sum().clamp_min(1.0) * sq.shape[-1])
+        reduce = lambda v: (v * masked).sum() / (masked.sum().clamp_min(1.0) * v.shape[-1])  # noqa: E731
         composite = torch.where(out.keep_mask.unsqueeze(-1), target, pred)
     elif mse_on == "all":
-        mse = sq.mean()
+        reduce = torch.mean
         composite = pred
     else:
         raise ValueError(f"mse_on must be 'masked' or 'all', got {mse_on!r}")
-    loss = mse
+    if contrast_weight < 0:
+        raise ValueError(f"contrast_weight must be >= 0, got {contrast_weight}")
+    mse = reduce(sq)
+    loss = reduce(sq * contrast_weights(target, image_shape[0], contrast_weight)) if contrast_weight else mse
     metrics = {"mse": mse.detach(), "full_mse": sq.mean().detach(),
                "keep_fraction": out.keep_mask.float().mean().detach()}
+    if contrast_weight:
+        metrics["weighted_mse"] = loss.detach()
     if perceptual is not None and perceptual_weight > 0:
         C, H, W = image_shape
         frames = slice(None, None, perceptual_frame_stride)

@@ -31,10 +31,11 @@ PAPER = dict(transformer__qk_norm=True, transformer__final_norm=True, transforme
              transformer__time_rope=True)
 
 
-@nnx.jit(static_argnames=("image_shape", "patch_size"))
-def _tokenizer_loss_and_grads(model, video, keep, image_shape, patch_size):
+@nnx.jit(static_argnames=("image_shape", "patch_size", "contrast_weight"))
+def _tokenizer_loss_and_grads(model, video, keep, image_shape, patch_size, contrast_weight=0.0):
     def loss_fn(m):
-        return dj.tokenizer_loss(m(video, keep_mask=keep), image_shape=image_shape, patch_size=patch_size)
+        return dj.tokenizer_loss(m(video, keep_mask=keep), image_shape=image_shape, patch_size=patch_size,
+                                 contrast_weight=contrast_weight)
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     return loss, metrics, grads
 
@@ -68,7 +69,8 @@ def grad_pairs(cfg, torch_model, jax_grads) -> dict:
     return out
 
 
-def test_tokenizer_loss_and_gradients(direction, seed):
+@pytest.mark.parametrize("contrast_weight", [0.0, 8.0], ids=["mse", "contrast-weighted"])
+def test_tokenizer_loss_and_gradients(direction, seed, contrast_weight):
     cfg = replace(TINY.tokenizer, transformer__dropout=DROPOUT)
     t, j = paired_training_model(cfg, direction, seed, derive_seed("tokenizer loss dropout"))
     rng = np.random.default_rng(seed)
@@ -76,9 +78,11 @@ def test_tokenizer_loss_and_gradients(direction, seed):
     keep = rng.random((2, 3, cfg.n_patches)) >= 0.5
     image_shape = (cfg.channels, cfg.image_height, cfg.image_width)
     loss_t, metrics_t = dt.tokenizer_loss(t(torch.from_numpy(video), keep_mask=torch.from_numpy(keep)),
-                                          image_shape=image_shape, patch_size=cfg.patch_size)
+                                          image_shape=image_shape, patch_size=cfg.patch_size,
+                                          contrast_weight=contrast_weight)
     loss_t.backward()
-    loss_j, metrics_j, grads = _tokenizer_loss_and_grads(j, video, keep, image_shape, cfg.patch_size)
+    loss_j, metrics_j, grads = _tokenizer_loss_and_grads(j, video, keep, image_shape, cfg.patch_size,
+                                                         contrast_weight)
     compare("loss: tokenizer (value)", direction,
             {"loss": (loss_j, loss_t), **{f"metric {k}": (metrics_j[k], v) for k, v in metrics_t.items()}}, LOSS_TOL)
     compare("loss: tokenizer (gradients)", direction, grad_pairs(cfg, t, grads), GRAD_TOL)

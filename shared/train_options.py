@@ -72,6 +72,9 @@ class CommonOptions:
 class TokenizerOptions(CommonOptions):
     mse_on: Optional[str] = opt(None, "reconstruction MSE over 'masked' patches (upstream) or 'all' patches",
                                 choices=["masked", "all"])
+    contrast_weight: Optional[float] = opt(None, "weight each squared reconstruction error by 1 + C * |value - "
+                                           "its patch's mean of that channel|, so thin bodies count (recipe "
+                                           "default per preset; 0 = plain MSE)")
     mae_p_max: Optional[float] = opt(None, "override the config's maximum MAE drop probability")
     lpips_alexnet: Optional[str] = opt(None, "torchvision AlexNet state dict (.pth) for the LPIPS term")
     lpips_lin: Optional[str] = opt(None, "LPIPS linear-layer weights (.pth, lin0..lin4) for the LPIPS term")
@@ -150,6 +153,8 @@ def resolve(options, kind: str):
               ("ckpt_every", options.ckpt_every > 0), ("keep_checkpoints", options.keep_checkpoints > 0),
               ("eval_sequences", options.eval_sequences > 0), ("workers", options.workers >= 0),
               ("ema_decay", 0.0 <= options.ema_decay < 1.0)]
+    if hasattr(options, "contrast_weight"):
+        checks.append(("contrast_weight", options.contrast_weight >= 0))
     if hasattr(options, "bootstrap_fraction"):
         checks.append(("bootstrap_fraction", 0.0 <= options.bootstrap_fraction < 1.0))
     if hasattr(options, "relevant_quantile"):

@@ -32,6 +32,23 @@ def test_masked_patch_mse_by_hand():
     assert loss_all.item() == pytest.approx(1.45 / 6)
 
 
+def test_contrast_weighted_mse_by_hand():
+    """One 2x2 patch of one channel, target [0, 0, 0, 1]: its mean is 0.25, the deviations 0.25 x 3 and
+    0.75, so with C = 4 the weights are 2, 2, 2, 4; a zero reconstruction errs 1 on the last value only."""
+    out = _out([[0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]], [False])
+    loss, m = tokenizer_loss(out, image_shape=(1, 2, 2), patch_size=2, mse_on="all", contrast_weight=4.0)
+    assert loss.item() == pytest.approx(4.0 / 4) and m["weighted_mse"].item() == pytest.approx(1.0)
+    assert m["mse"].item() == pytest.approx(0.25)                     # the metric stays unweighted
+    plain, m0 = tokenizer_loss(out, image_shape=(1, 2, 2), patch_size=2, mse_on="all")
+    assert plain.item() == pytest.approx(0.25) and "weighted_mse" not in m0
+    # the mean is taken per channel: two flat channels (0 and 1) have no contrast, weights 1
+    flat = _out([[0.0] * 8], [[0.0] * 4 + [1.0] * 4], [False])
+    loss, _ = tokenizer_loss(flat, image_shape=(2, 2, 2), patch_size=2, mse_on="all", contrast_weight=4.0)
+    assert loss.item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="contrast_weight"):
+        tokenizer_loss(flat, image_shape=(2, 2, 2), patch_size=2, contrast_weight=-1.0)
+
+
 def test_nothing_masked_gives_zero_masked_loss():
     loss, _ = tokenizer_loss(_out(RECON, TARGET, [True, True, True]), image_shape=(2, 1, 3), patch_size=1)
     assert loss.item() == 0.0

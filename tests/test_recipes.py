@@ -118,6 +118,7 @@ TRAIN = dict(steps=10, batch_size=2, frames=1, lr=1e-3, warmup_steps=1, optimize
     (dict(optimizer="sgd"), r"TokenizerRecipe.optimizer must be one of adamw, muon, got 'sgd'"),
     (dict(ema_decay=1.0), r"TokenizerRecipe.ema_decay must be in \[0, 1\)"),
     (dict(mse_on="some"), r"TokenizerRecipe.mse_on must be 'masked' or 'all', got 'some'"),
+    (dict(contrast_weight=-1.0), r"TokenizerRecipe.contrast_weight must be >= 0, got -1.0"),
 ])
 def test_a_bad_training_recipe_names_the_field(changes, message):
     with pytest.raises(ConfigError, match=message):

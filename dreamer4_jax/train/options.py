@@ -28,7 +28,7 @@ COMMON = {
     "holdout_per_task": None, "log_every": None, "eval_every": None, "eval_sequences": None, "ckpt_every": None,
     "keep_checkpoints": None, "resume": None,
 }
-TOKENIZER = {**COMMON, "mse_on": None, "mae_p_max": None}
+TOKENIZER = {**COMMON, "mse_on": None, "contrast_weight": None, "mae_p_max": None}
 DYNAMICS = {
     **COMMON,
     "tokenizer": "trained JAX tokenizer checkpoint directory (config.json + params/), kept frozen; convert a "

@@ -71,7 +71,7 @@ class TokenizerTask(Task):
         return Tokenizer(self.config, rngs=nnx.Rngs(self.options.seed))
 
     def trainer_options(self) -> dict:
-        return {"mse_on": self.options.mse_on}
+        return {"mse_on": self.options.mse_on, "contrast_weight": self.options.contrast_weight}
 
     def loss_inputs(self, batch: dict, step: int) -> dict:
         return {"video": np.asarray(batch["frames"], np.float32) / 255.0}

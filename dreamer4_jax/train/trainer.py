@@ -70,12 +70,12 @@ def _fresh(state):
     return jax.tree_util.tree_map(lambda x: x, state)
 
 
-def _tokenizer_loss_fn(graphdef, params, rest, batch, mse_on: str):
+def _tokenizer_loss_fn(graphdef, params, rest, batch, mse_on: str, contrast_weight: float = 0.0):
     model = nnx.merge(graphdef, params, _fresh(rest))
     out = model(batch["video"], keep_mask=batch["keep_mask"])
     c = model.config
     loss, metrics = tokenizer_loss(out, image_shape=(c.channels, c.image_height, c.image_width),
-                                   patch_size=c.patch_size, mse_on=mse_on)
+                                   patch_size=c.patch_size, mse_on=mse_on, contrast_weight=contrast_weight)
     return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
 
@@ -94,13 +94,13 @@ def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads, 
 
 
 def train_step(graphdef, tx, state: TrainState, batch: Mapping[str, jax.Array], *, kind: str,
-               n_bootstrap: int = 0, mse_on: str = "masked"):
+               n_bootstrap: int = 0, mse_on: str = "masked", contrast_weight: float = 0.0):
     """One optimizer step (pure; jit it). batch, for kind="tokenizer": video (B, T, C, H, W), keep_mask
     (B, T, Np) bool; for kind="dynamics": z1 (B, T, n_spatial, d_spatial) packed clean latents,
     signal_idx, step_idx (B, T) int, noise like z1, optional actions (B, T, A) and act_mask.
     Returns (new state, metrics incl. grad_norm before clipping)."""
     if kind == "tokenizer":
-        fn = lambda p: _tokenizer_loss_fn(graphdef, p, state.rest, batch, mse_on)  # noqa: E731
+        fn = lambda p: _tokenizer_loss_fn(graphdef, p, state.rest, batch, mse_on, contrast_weight)  # noqa: E731
     elif kind == "dynamics":
         fn = lambda p: _dynamics_loss_fn(graphdef, p, state.rest, batch, n_bootstrap)  # noqa: E731
     else:
@@ -110,12 +110,13 @@ def train_step(graphdef, tx, state: TrainState, batch: Mapping[str, jax.Array], 
     return apply_gradients(tx, state, grads, rest), metrics
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "kind", "n_bootstrap", "mse_on"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "kind", "n_bootstrap", "mse_on", "contrast_weight"),
                    donate_argnames=("state",))
 def jit_train_step(state: TrainState, batch, *, graphdef, tx, kind: str, n_bootstrap: int = 0,
-                   mse_on: str = "masked"):
+                   mse_on: str = "masked", contrast_weight: float = 0.0):
     """train_step under jax.jit; compiled once per (model structure, optimizer, batch shapes, shardings)."""
-    return train_step(graphdef, tx, state, batch, kind=kind, n_bootstrap=n_bootstrap, mse_on=mse_on)
+    return train_step(graphdef, tx, state, batch, kind=kind, n_bootstrap=n_bootstrap, mse_on=mse_on,
+                      contrast_weight=contrast_weight)
 
 
 def make_mesh(devices: Optional[Iterable[jax.Device]] = None) -> Mesh:
@@ -185,7 +186,8 @@ class Trainer:
     Injected draws replace the host draws (parity tests use this): "keep_mask" (B, T, Np) bool for the
     tokenizer; "signal_idx", "step_idx" (B, T), "noise" (like z1) and "n_bootstrap" for the dynamics.
 
-    mse_on: the tokenizer loss ("masked", upstream, or "all"); bootstrap_start: the step from which
+    mse_on: the tokenizer loss ("masked", upstream, or "all"); contrast_weight: its squared errors
+    weighted by losses.contrast_weights (0: plain); bootstrap_start: the step from which
     `bootstrap_fraction` (default a quarter) of each dynamics batch are bootstrap rows (upstream 5000;
     default 0, from the start).
     `model` is put in training mode; its dropout sources (set_dropout_source) are kept.
@@ -193,7 +195,8 @@ class Trainer:
 
     def __init__(self, model: Model, opt: OptimizerConfig = OptimizerConfig(), *, seed: int = 0,
                  devices: Optional[Iterable[jax.Device]] = None, mse_on: str = "masked",
-                 bootstrap_start: int = 0, bootstrap_fraction: float = BOOTSTRAP_FRACTION):
+                 bootstrap_start: int = 0, bootstrap_fraction: float = BOOTSTRAP_FRACTION,
+                 contrast_weight: float = 0.0):
         if not isinstance(model, (Tokenizer, Dynamics)):
             raise TypeError("Trainer expects a dreamer4_jax Tokenizer or Dynamics")
         if mse_on not in ("masked", "all"):
@@ -203,6 +206,9 @@ class Trainer:
         self.kind = self.config.kind
         self.opt = opt
         self.mse_on = mse_on
+        if contrast_weight < 0:
+            raise ValueError(f"contrast_weight must be >= 0, got {contrast_weight}")
+        self.contrast_weight = float(contrast_weight)
         self.bootstrap_start = int(bootstrap_start)
         self.bootstrap_fraction = float(bootstrap_fraction)
         self.rng = np.random.default_rng(seed)
@@ -285,7 +291,8 @@ class Trainer:
         inputs, n_boot = self.prepare(batch)
         sharded = {k: self._shard(v) for k, v in inputs.items()}
         self.state, metrics = jit_train_step(self.state, sharded, graphdef=self.graphdef, tx=self.tx, kind=self.kind,
-                                             n_bootstrap=n_boot, mse_on=self.mse_on)
+                                             n_bootstrap=n_boot, mse_on=self.mse_on,
+                                             contrast_weight=self.contrast_weight)
         out = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if self.kind == "dynamics":
             out["bootstrap_rows"] = float(n_boot)

@@ -130,7 +130,15 @@ class FrameEncoder:
         if len(self.clip) == self.chunk:
             self.clip = []
         self.clip.append(torch.from_numpy(frames).float() / 255.0)
-        return self.tokenizer.encode(torch.stack(self.clip, dim=1))[:, -1]
+        self.latents = self.tokenizer.encode(torch.stack(self.clip, dim=1))   # (B, clip so far, N, D)
+        return self.latents[:, -1]
+
+    @torch.no_grad()
+    def decode_newest(self, rows) -> torch.Tensor:
+        """The tokenizer's decoding of the newest frame of episodes `rows`, (len(rows), 3, H, W): the
+        clip so far is decoded together, as in training (the decoder attends to the clip's earlier
+        frames, so a latent decoded alone is not what the tokenizer reconstructs)."""
+        return self.tokenizer.decode(self.latents[rows])[:, -1]
 
 
 def _summary(returns) -> dict:
@@ -184,7 +192,7 @@ def run_agent(model, tokenizer, chunk: int, tasks: list[str], seeds: dict, steps
         for t in bar:
             z = encode(frames)
             if videos:
-                decoded = tokenizer.decode(z[[first[k] for k in tasks]][:, None])[:, 0]
+                decoded = encode.decode_newest([first[k] for k in tasks])
                 for i, task in enumerate(tasks):
                     shown[task][0].append(frames[first[task]].transpose(1, 2, 0))
                     shown[task][1].append(to_uint8(decoded[i]))

@@ -63,7 +63,8 @@ class TokenizerTask(Task):
         out = model(video, keep_mask=keep)
         c = self.config
         return tokenizer_loss(out, image_shape=(c.channels, c.image_height, c.image_width), patch_size=c.patch_size,
-                              mse_on=self.options.mse_on, perceptual=self.perceptual,
+                              mse_on=self.options.mse_on, contrast_weight=self.options.contrast_weight,
+                              perceptual=self.perceptual,
                               perceptual_weight=self.options.lpips_weight)
 
     @torch.no_grad()

@@ -74,9 +74,12 @@ class TrainRecipe:
 @dataclass(frozen=True, kw_only=True)
 class TokenizerRecipe(TrainRecipe):
     mse_on: str                # reconstruction loss over "masked" patches (upstream) or "all"
+    contrast_weight: float = 0.0  # squared errors weighted by 1 + C |x - patch mean| (losses.contrast_weights)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.contrast_weight >= 0,
+                 f"TokenizerRecipe.contrast_weight must be >= 0, got {self.contrast_weight!r}")
         _require(self.mse_on in ("masked", "all"),
                  f"TokenizerRecipe.mse_on must be 'masked' or 'all', got {self.mse_on!r}")
 

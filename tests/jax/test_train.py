@@ -115,6 +115,25 @@ def test_batch_errors_name_the_keys():
         tok_trainer.prepare({"video": np.zeros((2, 2, 3, 16, 16), np.uint8)})      # not silently cast to 0..255
     with pytest.raises(ValueError, match="mse_on must be"):
         Trainer(Tokenizer(TINY.tokenizer), mse_on="some")
+    with pytest.raises(ValueError, match="contrast_weight must be >= 0"):
+        Trainer(Tokenizer(TINY.tokenizer), contrast_weight=-0.5)
+
+
+def test_contrast_weight_reaches_the_loss():
+    """The trainer's step takes the contrast-weighted loss: its metrics carry `weighted_mse`, which equals
+    the loss computed directly on the same weights and injected mask."""
+    from dreamer4_jax.losses import tokenizer_loss
+    rng = np.random.default_rng(0)
+    video = rng.random((2, 1, 3, 16, 16)).astype(np.float32)
+    keep = np.ones((2, 1, TINY.tokenizer.n_patches), bool)
+    model = Tokenizer(TINY.tokenizer)
+    c = TINY.tokenizer
+    expected, _ = tokenizer_loss(model(video, keep_mask=keep), image_shape=(c.channels, c.image_height, c.image_width),
+                                 patch_size=c.patch_size, mse_on="all", contrast_weight=4.0)
+    trainer = Trainer(model, devices=jax.devices()[:1], mse_on="all", contrast_weight=4.0)
+    metrics = trainer.train_step({"video": video, "keep_mask": keep})
+    assert metrics["weighted_mse"] == pytest.approx(float(expected), rel=1e-5)
+    assert metrics["weighted_mse"] > metrics["mse"]
 
 
 @pytest.mark.slow
