@@ -5,7 +5,7 @@
     python -m demo --tokenizer tokenizer.pt --dynamics dynamics.pt   # upstream files, imported on the fly
     python -m demo --random-weights dmc64                 # untrained models, to try the interface
     python -m demo --backend jax                          # the same checkpoints run by the JAX backend
-    python -m demo --agent --data data/quickstart         # the agent of `make agent` (runs/quickstart/agent)
+    python -m demo --agent --data data/agent              # the agent of `make agent` (runs/agent/agent)
 
 Open the printed address in a browser. Interactive tab: arrow keys choose (left/right) and push
 (up/down, while held) an action dimension, space plays/pauses, R resets; or use the sliders and
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", "runs/quickstart")
+AGENT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", "runs/agent")     # make agent's (dmc64's agent pipeline)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,9 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "(default: RUN_DIR/tokenizer)")
     ap.add_argument("--dynamics", metavar="DIR", help="dynamics checkpoint, the same kinds (an upstream .pt file "
                     "needs the matching --tokenizer; default: RUN_DIR/dynamics)")
-    ap.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
-                    help="where to look for tokenizer/ and dynamics/ when neither is given "
-                         "(default: %(default)s, or $DREAMER4_RUN_DIR)")
+    ap.add_argument("--run-dir", default=None, metavar="DIR",
+                    help=f"where to look for tokenizer/ and dynamics/ (or agent/) when neither is given "
+                         f"(default: {DEFAULT_RUN_DIR}, or $DREAMER4_RUN_DIR; with --agent {AGENT_RUN_DIR})")
     ap.add_argument("--agent", action="store_true",
                     help="serve the agent-finetuned model RUN_DIR/agent (make agent) instead of RUN_DIR/dynamics: "
                          "the page's 'agent drives' switch lets its policy choose the actions (the same as "
@@ -86,11 +87,11 @@ def checkpoint_paths(args) -> tuple:
             raise StartupError("--agent takes the run directory's agent model; with --tokenizer and --dynamics, "
                                "pass the behaviour-cloning run as --dynamics instead")
         return args.tokenizer, args.dynamics
-    run = Path(args.run_dir)
+    run = Path(args.run_dir or (AGENT_RUN_DIR if args.agent else DEFAULT_RUN_DIR))
     tok, dyn = run / "tokenizer", run / ("agent" if args.agent else "dynamics")
     if args.agent and tok.exists() and not dyn.exists():
-        raise StartupError(f"--agent: no agent model at {dyn}: train it with `make agent` (python -m "
-                           "quickstart.agent) after the quickstart")
+        raise StartupError(f"--agent: no agent model at {dyn}: train it with `make agent` (or pass the run "
+                           "directory that holds tokenizer/ and agent/ as --run-dir)")
     if not (tok.exists() and dyn.exists()):
         raise StartupError(f"no checkpoints given and none found at {tok} and {dyn}: train them first (see the "
                            "README's quickstart), pass --tokenizer DIR --dynamics DIR (or --run-dir DIR), "

@@ -33,17 +33,28 @@ def mujoco_available() -> Optional[str]:
 
 class RealEpisode:
     """One real DMControl episode played by the policy: frames encoded as the tokenizer was trained
-    (clips of its clip length), the policy's window over the encoded frames."""
+    (clips of its clip length), the policy's window over the encoded frames.
+
+    The environment lives on a thread of its own: an EGL rendering context is current on the thread
+    that created it, and the server calls a session from whichever worker thread serves the request
+    (rendering from another thread fails with EGL_BAD_ACCESS)."""
 
     def __init__(self, model, task: str, seed: int, context: int, size: int, render: dict):
+        from concurrent.futures import ThreadPoolExecutor
+
         from shared.data.tasks import TASK_IDS, get_task, make_env
         self.model, self.task, self.seed = model, task, int(seed)
         self.action_dim = get_task(task).action_dim
-        self.env = make_env(task, seed=0, size=size, **render)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"d4-real-{task}")
+        try:
+            self.env = self._on_thread(make_env, task, seed=0, size=size, **render)
+            self.frame = self._on_thread(self.env.reset, int(seed))            # (3, H, W) uint8
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
         self.runner = model.policy_runner(TASK_IDS[task], context)
         self.clip: list[np.ndarray] = []
         self.chunk = max(1, int(model.tokenizer_clip_frames or 1))
-        self.frame = self.env.reset(int(seed))            # (3, H, W) uint8
         self.packed = self._encode(self.frame)
         self.action = model.policy_observe(self.runner, self.packed, None)
         self.total, self.steps = 0.0, 0
@@ -55,7 +66,7 @@ class RealEpisode:
         return self.model.encode(np.stack(self.clip))[:, -1:]           # (1, 1, S, D)
 
     def step(self) -> None:
-        frame, reward = self.env.step(np.asarray(self.action[:self.action_dim], np.float64))
+        frame, reward = self._on_thread(self.env.step, np.asarray(self.action[:self.action_dim], np.float64))
         self.total += float(reward)
         self.steps += 1
         self.frame = frame
@@ -65,8 +76,14 @@ class RealEpisode:
     def image(self) -> np.ndarray:
         return self.frame.transpose(1, 2, 0)
 
+    def _on_thread(self, fn, *args, **kwargs):
+        return self._thread.submit(fn, *args, **kwargs).result()
+
     def close(self) -> None:
-        self.env.close()
+        try:
+            self._on_thread(self.env.close)
+        finally:
+            self._thread.shutdown(wait=True)
 
 
 class AgentDriver:

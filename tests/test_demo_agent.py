@@ -91,6 +91,31 @@ def test_the_policy_drives_the_world_model_and_the_real_task(agent_model):
     s.close()
 
 
+def test_the_real_task_steps_from_any_thread(agent_model):
+    """The server calls a session from whichever worker thread serves the request: the real episode made
+    on one thread steps, renders and closes from others (an EGL context is current on the thread that
+    made it; rendering from another one failed with EGL_BAD_ACCESS)."""
+    import threading
+    s = Session(agent_model, NoDataSource(16), task="cartpole-swingup", context_length=CONTEXT, seed=3)
+    s.set_agent(True)
+    errors = []
+
+    def advance():
+        try:
+            s.advance()
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(e)
+    for _ in range(2):
+        worker = threading.Thread(target=advance)
+        worker.start()
+        worker.join()
+    assert not errors, errors
+    assert s.driver.real.steps == 2
+    worker = threading.Thread(target=s.close)
+    worker.start()
+    worker.join()
+
+
 def test_the_imagined_actions_are_the_policys_on_the_imagined_frames(agent_model, monkeypatch):
     """Without MuJoCo the imagination starts as usual; each action equals a PolicyRunner's on the same
     imagined latents and actions, and the imagined return sums the reward head's predictions."""
@@ -164,3 +189,23 @@ def test_agent_flag_serves_the_run_directorys_agent(tmp_path, agent_checkpoints)
                                                                                 str(run / "agent"))
     with pytest.raises(StartupError, match="pass the behaviour-cloning run as --dynamics"):
         checkpoint_paths(parse_args(["--tokenizer", "a", "--dynamics", "b", "--agent"]))
+
+
+def test_agent_flag_defaults_to_make_agents_run_directory(tmp_path, monkeypatch):
+    """Without --run-dir, --agent looks where `make agent` writes (the dmc64 agent pipeline's run_dir) and
+    the plain demo where the quickstart writes."""
+    from demo.backend import StartupError
+    from shared.recipes import get_recipe
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DREAMER4_RUN_DIR", raising=False)
+    import importlib
+    import demo.__main__ as entry
+    importlib.reload(entry)
+    for p in ("runs/agent/tokenizer", "runs/agent/agent", "runs/quickstart/tokenizer", "runs/quickstart/dynamics"):
+        (tmp_path / p).mkdir(parents=True)
+    assert get_recipe("dmc64").agent_pipeline.run_dir == "runs/agent"
+    assert entry.checkpoint_paths(entry.parse_args(["--agent"])) == ("runs/agent/tokenizer", "runs/agent/agent")
+    assert entry.checkpoint_paths(entry.parse_args([])) == ("runs/quickstart/tokenizer", "runs/quickstart/dynamics")
+    (tmp_path / "runs/agent/agent").rmdir()
+    with pytest.raises(StartupError, match="no agent model at runs/agent/agent"):
+        entry.checkpoint_paths(entry.parse_args(["--agent"]))
