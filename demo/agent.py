@@ -50,6 +50,8 @@ class RealEpisode:
             self.env = self._on_thread(make_env, task, seed=0, size=size, **render)
             self.frame = self._on_thread(self.env.reset, int(seed))            # (3, H, W) uint8
         except BaseException:
+            if hasattr(self, "env"):
+                self._thread.submit(self.env.close)
             self._thread.shutdown(wait=False)
             raise
         self.runner = model.policy_runner(TASK_IDS[task], context)
