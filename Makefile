@@ -28,7 +28,7 @@ agent: $(STAMP)
 	$(BIN)/python -m quickstart.agent $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20
 
 # Everything but the tests marked slow (the long end-to-end runs; CI still runs them in `make test`).
 test-fast: $(STAMP)
