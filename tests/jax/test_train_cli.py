@@ -186,7 +186,7 @@ COMMON_FLAGS = {"--data", "--out", "--preset", "--model-config", "--steps", "--m
                 "--optimizer", "--lr", "--warmup-steps", "--min-lr-ratio", "--weight-decay", "--beta1", "--beta2",
                 "--grad-clip", "--ema-decay", "--seed", "--holdout-per-task", "--log-every", "--eval-every",
                 "--eval-sequences", "--ckpt-every", "--keep-checkpoints", "--resume"}
-FLAGS = {"tokenizer": COMMON_FLAGS | {"--mse-on", "--mae-p-max"},
+FLAGS = {"tokenizer": COMMON_FLAGS | {"--mse-on", "--contrast-weight", "--mae-p-max"},
          "dynamics": COMMON_FLAGS | {"--tokenizer", "--bootstrap-start", "--bootstrap-fraction",
                                      "--unconditional-fraction", "--eval-context", "--eval-horizon",
                                      "--eval-sampling-steps"}}
