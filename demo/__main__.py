@@ -23,8 +23,12 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", "runs/quickstart")
-AGENT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", "runs/agent")     # make agent's (dmc64's agent pipeline)
+from shared.recipes import get_recipe
+
+# Where `make quickstart` and `make agent` write: the dmc64 recipe's two pipelines.
+_DMC64 = get_recipe("dmc64")
+DEFAULT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", _DMC64.pipeline.run_dir)
+AGENT_RUN_DIR = os.environ.get("DREAMER4_RUN_DIR", _DMC64.agent_pipeline.run_dir)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

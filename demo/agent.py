@@ -1,7 +1,7 @@
 """The agent in the demo: an agent-finetuned model's policy chooses the actions of a session.
 
 With a dynamics checkpoint that has agent heads (a behaviour-cloning run: `python -m
-dreamer4_torch.train bc`, e.g. runs/quickstart/agent), the page's "agent drives" switch hands the
+dreamer4_torch.train bc`, e.g. runs/agent/agent), the page's "agent drives" switch hands the
 actions to the policy head (the mean of its distance-1 distribution, as `python -m
 dreamer4_torch.eval policy` plays by default):
 

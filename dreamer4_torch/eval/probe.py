@@ -153,7 +153,6 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
     results = {}
     for task in tasks:
         recorded = dataset.state_names(task)
-        names = circular_state(task, recorded, np.zeros((0, len(recorded))))[0]
         task_id = TASK_IDS[task]
         train = [e for e in train_eps if table["task_id"][e] == task_id]
         test = [e for e in heldout_eps if table["task_id"][e] == task_id]
@@ -163,12 +162,13 @@ def probe_dataset(tokenizer, dataset, tasks, train_eps, heldout_eps, stride: int
 
         def target(episodes):  # freely turning angles as cos and sin: a frame shows them mod 2π
             return circular_state(task, recorded, np.concatenate(
-                [targets[e][:, :len(recorded)] for e in episodes]))[1]
+                [targets[e][:, :len(recorded)] for e in episodes]))
 
+        names, y = target(train)
         x = np.concatenate([features[e] for e in train])
         groups = np.concatenate([np.full(len(features[e]), e) for e in train])
-        fit = fit_probe(x, target(train), groups)
-        r2 = r2_score(target(test), fit.predict(np.concatenate([features[e] for e in test])))
+        fit = fit_probe(x, y, groups)
+        r2 = r2_score(target(test)[1], fit.predict(np.concatenate([features[e] for e in test])))
         key = [i for i in key_state(names) if np.isfinite(r2[i])]
         results[task] = {
             "state_names": names, "r2": [None if not np.isfinite(v) else round(float(v), 4) for v in r2],

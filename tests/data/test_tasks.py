@@ -179,7 +179,9 @@ def test_free_angles_are_the_raw_angles_of_unlimited_hinges(name):
 
     with make_env(name, seed=0, size=16) as env:
         model, data = env.physics.model, env.physics.data
-        hinges = [j for j in range(model.njnt) if model.jnt_type[j] == 3 and not model.jnt_limited[j]]
+        import mujoco
+        hinges = [j for j in range(model.njnt)
+                  if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE and not model.jnt_limited[j]]
         values = {}
         for k, j in enumerate(hinges):
             values[j] = 7.0 + 0.37 * k
