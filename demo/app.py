@@ -8,6 +8,7 @@ handled by a small script in the page head that clicks hidden buttons.
 """
 
 import collections
+import functools
 import tempfile
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .session import SMOOTHING, Session, comparison_grid, open_loop, side_by_side_gif
+from .session import SMOOTHING, Session, checked_number, comparison_grid, open_loop, side_by_side_gif
 
 MAX_CONTEXT = 64          # the context slider's range (frames kept per session)
 MAX_SLIDERS = 16
@@ -133,6 +134,17 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
                           label=f"action {d + 1}" + (" (selected)" if d == session.selected_dim else ""))
                 for d in range(n_sliders)]
 
+    def refusing(handler):
+        """A bad value from a client (ValueError from the session's checks) becomes an error message in the
+        page or the API's reply, naming the value; the session is left as it was."""
+        @functools.wraps(handler)
+        def wrapped(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+        return wrapped
+
     def buttons(playing: bool):
         return gr.update(interactive=not playing), gr.update(interactive=playing)
 
@@ -143,26 +155,32 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
         return (s.display(), s.status(), gr.update(value=s.task), gr.update(value=str(s.n_steps)),
                 gr.update(value=s.context_length), *buttons(s.playing), *slider_updates(s))
 
+    @refusing
     def on_task(task, request: gr.Request):
+        if not isinstance(task, str):
+            raise ValueError(f"unknown task {task!r}; this demo has {', '.join(source.tasks)}")
         s = sessions.get(request)
         s.reset(task)
         return (s.display(), s.status(), *slider_updates(s))
 
+    @refusing
     def on_agent(on, request: gr.Request):
         """The policy drives (a new start: in the real task's first frame where MuJoCo is installed) or not."""
+        if not isinstance(on, (bool, np.bool_)):
+            raise ValueError(f"the agent switch must be true or false, got {on!r}")
         s = sessions.get(request)
-        try:
-            s.set_agent(bool(on))
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
+        s.set_agent(bool(on))
         return s.display(), s.status(), *slider_updates(s)
 
+    @refusing
     def on_reset(seed, request: gr.Request):
         """Start again from a new start frame (seed >= 0: a reproducible start and noise; -1: random)."""
+        seed = -1 if seed is None else checked_number("the seed", seed, -1, 2**31 - 1, integer=True)
         s = sessions.get(request)
-        s.reset(seed=None if seed is None or int(seed) < 0 else int(seed))
+        s.reset(seed=None if seed < 0 else seed)
         return s.display(), s.status()
 
+    @refusing
     def on_step(request: gr.Request, *values):
         s = sessions.get(request)
         s.playing = False
@@ -199,6 +217,7 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
         s.playing = False
         return s.status()
 
+    @refusing
     def on_sliders(request: gr.Request, *values):
         sessions.get(request).set_sliders(values)
 
@@ -214,14 +233,16 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
             sessions.get(request).key(name, pressed)
         return handler
 
+    @refusing
     def on_steps(k, request: gr.Request):
         s = sessions.get(request)
-        s.set_steps(int(k))
+        s.set_steps(k)
         return s.status()
 
+    @refusing
     def on_context(c, request: gr.Request):
         s = sessions.get(request)
-        s.set_context(int(c))
+        s.set_context(c)
         return s.status()
 
     def on_unload(request: gr.Request):
@@ -235,14 +256,26 @@ def build_app(model, source, options: Optional[AppOptions] = None, title: str = 
         eps = [str(e) for e in source.episodes(task)]
         return gr.update(choices=["random"] + eps, value="random")
 
+    @refusing
     def on_openloop(task, episode, context_frames, horizon, k, context_length, request: gr.Request):
         if not source.has_data:
             raise gr.Error("the open-loop view needs a data set: start the demo with --data DIR")
+        if not isinstance(task, str) or task not in source.tasks:
+            raise ValueError(f"unknown task {task!r}; this demo has {', '.join(source.tasks)}")
+        ep = None
+        if episode not in (None, "", "random"):
+            ep = checked_number("the episode", episode, 0, 2**31 - 1, integer=True)
+            if ep not in set(int(e) for e in source.episodes(task)):
+                raise ValueError(f"episode {episode!r} is not a held-out episode of {task}")
+        context_frames = checked_number("the context frames", context_frames, 1, 16, integer=True)
+        horizon = checked_number("the horizon", horizon, 1, 64, integer=True)
+        context_length = checked_number("the context length", context_length, 1, MAX_CONTEXT, integer=True)
+        if str(k) not in steps_choices:
+            raise ValueError(f"K must be one of {', '.join(steps_choices)}, got {k!r}")
         s = sessions.get(request)
         seed = int(s.rng.integers(2**31))
-        ep = None if episode in (None, "", "random") else int(episode)
-        result = open_loop(model, source, task, context_frames=int(context_frames), horizon=int(horizon),
-                           n_steps=int(k), context_length=int(context_length), seed=seed, episode=ep)
+        result = open_loop(model, source, task, context_frames=context_frames, horizon=horizon,
+                           n_steps=int(k), context_length=context_length, seed=seed, episode=ep)
         gif = side_by_side_gif(result, tempfile.mktemp(suffix=".gif", dir=gif_dir))
         steps = np.arange(1, len(result.truth) + 1)
         df = pd.concat([pd.DataFrame({"step": steps, "PSNR (dB)": v, "series": name}) for name, v in (

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import io
+import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,28 @@ def png_bytes(frame: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def checked_number(name: str, value, lo: float, hi: float, *, integer: bool = False):
+    """`value` as a float (an int with `integer`) in [lo, hi], or a ValueError naming `name` and the value.
+
+    The demo's HTTP API takes whatever a client sends; the page's widgets limit their values, the API
+    does not, so every number that reaches a session goes through here (a NaN action would otherwise
+    stay in the smoothed action and blacken the session's frames until a reset)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, str)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        x = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if integer and x != int(x):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= x <= hi:
+        bounds = ", ".join(str(int(b)) if float(b).is_integer() else f"{b:g}" for b in (lo, hi))
+        raise ValueError(f"{name} must be in [{bounds}], got {value!r}")
+    return int(x) if integer else x
 
 
 @dataclass
@@ -93,8 +117,8 @@ class Session:
             if seed is not None:
                 self.rng = np.random.default_rng(seed)
             if task is not None:
-                if task not in self.source.tasks:
-                    raise ValueError(f"unknown task {task!r}")
+                if not isinstance(task, str) or task not in self.source.tasks:
+                    raise ValueError(f"unknown task {task!r}; this demo has {', '.join(self.source.tasks)}")
                 if task != self.task:
                     self.sliders[:] = 0.0
                 self.task = task
@@ -163,15 +187,21 @@ class Session:
                 self.driver = None
 
     def set_slider(self, dim: int, value: float) -> None:
+        dim = checked_number("the action dimension", dim, 0, self.pad - 1, integer=True)
+        value = checked_number(f"action {dim + 1}", value, -1.0, 1.0)
         with self.lock:
-            if 0 <= dim < self.pad:
-                self.sliders[dim] = float(np.clip(value, -1.0, 1.0))
+            self.sliders[dim] = value
 
     def set_sliders(self, values) -> None:
+        """Every slider's value at once (None, as a hidden slider may send, counts as 0). Each must be a finite
+        number in [-1, 1]; on any bad value nothing changes."""
+        if len(values) > self.pad:
+            raise ValueError(f"{len(values)} action values for a model with {self.pad} action dimensions")
+        v = np.zeros(self.pad, np.float32)
+        for d, x in enumerate(values):
+            v[d] = 0.0 if x is None else checked_number(f"action {d + 1}", x, -1.0, 1.0)
         with self.lock:
-            v = np.zeros(self.pad, np.float32)
-            v[:min(len(values), self.pad)] = [0.0 if x is None else float(x) for x in values[:self.pad]]
-            self.sliders = np.clip(v, -1.0, 1.0)
+            self.sliders = v
 
     def select(self, delta: int) -> None:
         """Left/right arrow: cycle the selected action dimension (as upstream)."""
@@ -185,13 +215,19 @@ class Session:
             (self.keys.add if pressed else self.keys.discard)(name)
 
     def set_steps(self, n_steps: int) -> None:
+        choices = tuple(self.model.steps_choices)
+        if isinstance(n_steps, str) and n_steps.strip().isdigit():
+            n_steps = int(n_steps)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps not in choices:
+            raise ValueError(f"the shortcut steps K must be one of {', '.join(map(str, choices))}, got {n_steps!r}")
         with self.lock:
             self.n_steps = int(n_steps)
             self.sampler.n_steps = self.n_steps
 
     def set_context(self, context_length: int) -> None:
+        context_length = checked_number("the context length", context_length, 1, self.history_limit, integer=True)
         with self.lock:
-            self.context_length = int(context_length)
+            self.context_length = context_length
             self.sampler.context_length = self.context_length
 
     # ------------------------------------------------------------------ generation

@@ -1,5 +1,7 @@
 """The Gradio demo: served over HTTP and driven with gradio_client; start-up errors; session logic."""
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ from PIL import Image
 
 from demo.backend import StartupError, load_backend
 from demo.data import DatasetSource, NoDataSource
-from demo.session import Session, open_loop, side_by_side_gif, comparison_grid
+from demo.app import AppOptions, Sessions
+from demo.session import Session, checked_number, comparison_grid, open_loop, side_by_side_gif
 from dreamer4_torch import Dynamics, Tokenizer, save_model
 from shared.config import replace
 from shared.recipes import get_preset
@@ -70,6 +73,65 @@ def test_sessions_keep_their_own_state(server):
 def test_api_lists_the_playable_endpoints(server):
     names = gradio_client.Client(server.url, verbose=False).view_api(print_info=False, return_format="dict")
     assert {"/reset", "/step", "/set_task", "/open_loop"} <= set(names["named_endpoints"])
+
+
+# Values a client can send that the page's widgets never would. Each must come back as an error and
+# change nothing (a NaN action once stayed in the smoothed action and blackened the session's frames).
+HOSTILE_ACTIONS = [float("nan"), float("inf"), -float("inf"), 1.5, -1e300, "loud", [0.1], {"a": 1}]
+HOSTILE_CALLS = [
+    *[("/step", (0.0, bad, *[0.0] * 14)) for bad in HOSTILE_ACTIONS],
+    *[("/reset", (bad,)) for bad in (float("nan"), float("inf"), -2, 2**40, "seed", [1])],
+    *[("/set_task", (bad,)) for bad in ("no-such-task", "", 7, None, ["walker-walk"])],
+    ("/set_agent", (True,)),                                  # this model has no agent heads
+    ("/set_agent", ("yes",)),
+    ("/open_loop", ("walker-walk", "random", 2, 5, "2", 8)),  # no data set behind this server
+]
+
+
+@pytest.fixture
+def nan_speaking_client(monkeypatch):
+    """gradio_client's httpx refuses to put NaN or infinity into JSON; a hand-written client can (Python's
+    json writes them as bare NaN/Infinity, which the server's parser reads). Let ours do the same."""
+    import json
+
+    import gradio_client.client as gc
+    post = gc.httpx.post
+
+    def lenient_post(url, *args, json=None, headers=None, **kwargs):
+        if json is None:
+            return post(url, *args, headers=headers, **kwargs)
+        return post(url, *args, content=dumps(json), headers={**(headers or {}), "content-type": "application/json"},
+                    **kwargs)
+    dumps = json.dumps
+    monkeypatch.setattr(gc.httpx, "post", lenient_post)
+
+
+def test_hostile_payloads_get_errors_and_change_nothing(server, nan_speaking_client):
+    """Every playable endpoint, sent values outside what the page allows: each call gets an error, the
+    server stays up, and neither the attacked session nor a bystander's stream is changed by it."""
+    attacked = gradio_client.Client(server.url, verbose=False)
+    bystander = gradio_client.Client(server.url, verbose=False)
+    reference = gradio_client.Client(server.url, verbose=False)
+    for c in (attacked, bystander, reference):
+        c.predict(5, api_name="/reset")
+    expected = [image(step(reference, 0.5)[0]) for _ in range(2)]
+    assert image(step(bystander, 0.5)[0]).tolist() == expected[0].tolist()
+    refused, accepted = [], []
+    for endpoint, args in HOSTILE_CALLS:
+        try:
+            attacked.predict(*args, api_name=endpoint)
+            accepted.append((endpoint, args))
+        except Exception as err:                              # gradio_client raises its AppError (or a ValueError)
+            refused.append((endpoint, args, str(err)))
+    assert not accepted
+    assert server.proc.poll() is None, server.output()
+    assert np.array_equal(image(step(bystander, 0.5)[0]), expected[1])
+    frame, status = step(attacked, 0.5)                       # as if the hostile calls had never been made
+    assert "frame 1" in status and np.array_equal(image(frame), expected[0]), status
+    messages = dict(((endpoint, repr(args)), message) for endpoint, args, message in refused)
+    assert all(m.strip() for m in messages.values()), refused
+    assert "action 2 must be finite" in messages[("/step", repr(HOSTILE_CALLS[0][1]))]
+    assert "the seed must be in [-1, 2147483647]" in messages[("/reset", repr((-2,)))]
 
 
 # --------------------------------------------------------------------------- start-up errors
@@ -183,6 +245,53 @@ def test_keys_push_the_selected_dimension_with_upstreams_smoothing(model):
     assert s.next_action()[1] == pytest.approx(0.817 * a2[1] - 0.183, abs=1e-6)
     s.select(-2)
     assert s.selected_dim == 5                        # cycles over the task's dimensions
+
+
+@pytest.mark.parametrize("bad, message", [(float("nan"), "action 2 must be finite"), (float("-inf"), "finite"),
+                                          (1.5, r"in \[-1, 1\]"), ("loud", "must be a number"),
+                                          ([0.1], "must be a number"), (True, "must be a number")])
+def test_a_session_refuses_bad_actions_and_keeps_its_own(model, bad, message):
+    s = Session(model, NoDataSource(16), task="reacher-easy", seed=0)
+    s.set_sliders([0.5, -0.5])
+    with pytest.raises(ValueError, match=message):
+        s.set_sliders([0.1, bad])
+    with pytest.raises(ValueError, match=message.replace("action 2", "action 1")):
+        s.set_slider(0, bad)
+    assert s.sliders[:2].tolist() == [0.5, -0.5]
+    assert np.isfinite(s.next_action()).all() and s.advance().max() > 0
+
+
+def test_a_session_refuses_bad_settings(model):
+    s = Session(model, NoDataSource(16), task="reacher-easy", seed=0)
+    for call, message in ((lambda: s.set_steps(3), "one of 1, 2"), (lambda: s.set_steps("2.5"), "one of"),
+                          (lambda: s.set_context(0), r"in \[1, 64\]"),
+                          (lambda: s.set_context(float("nan")), "finite"), (lambda: s.set_context(2.5), "whole"),
+                          (lambda: s.reset("no-such-task"), "unknown task 'no-such-task'; this demo has"),
+                          (lambda: s.set_sliders([0.0] * 17), "17 action values"),
+                          (lambda: s.set_slider(16, 0.5), "action dimension")):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert (s.n_steps, s.context_length, s.task) == (2, 16, "reacher-easy")
+    s.set_steps("4")
+    s.set_context(8.0)
+    assert (s.n_steps, s.context_length) == (4, 8)
+    assert checked_number("x", "0.25", 0, 1) == 0.25 and checked_number("x", 3.0, 0, 5, integer=True) == 3
+
+
+def test_sessions_beyond_the_capacity_evict_the_oldest_used(model):
+    sessions = Sessions(model, NoDataSource(16), AppOptions(session_capacity=3))
+    request = lambda key: types.SimpleNamespace(session_hash=key)   # noqa: E731
+    first = {key: sessions.get(request(key)) for key in "abc"}
+    assert sessions.get(request("a")) is first["a"]                 # a was used again: b is now the oldest
+    sessions.get(request("d"))
+    assert list(sessions.sessions) == ["c", "a", "d"]
+    assert first["b"].closed and not any(first[k].closed for k in "ac")
+    again = sessions.get(request("b"))                              # b comes back as a new session
+    assert again is not first["b"] and not again.closed and list(sessions.sessions) == ["a", "d", "b"]
+    sessions.close(request("a"))
+    assert first["a"].closed and list(sessions.sessions) == ["d", "b"]
+    with pytest.raises(RuntimeError, match="without a Gradio session"):
+        sessions.get(types.SimpleNamespace(session_hash=None))
 
 
 def test_reset_starts_from_the_tasks_episodes_and_masks_its_actions(model, source):
