@@ -8,6 +8,10 @@ training state when saved from a training run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
 import json
 import os
 import shutil
@@ -37,15 +41,65 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """glibc's renameat2 (Linux >= 3.15, glibc >= 2.28), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (renameat2 with RENAME_EXCHANGE). False where the system or
+    the file system cannot (then nothing was changed); other failures raise OSError."""
+    fn = None if os.environ.get("DREAMER4_NO_EXCHANGE") else _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def recover_directory(path: str | os.PathLike) -> bool:
+    """Put back the previous copy of a directory whose replacement was cut off between its two renames.
+
+    Where the file system cannot exchange two paths in one step, `atomic_directory` moves the old copy
+    aside under `.NAME.old-*` and then renames the new one in; a crash between the two leaves no `path`.
+    Readers call this first: it renames the newest such copy back (True), or does nothing (False)."""
+    path = Path(path)
+    if path.exists() or path.is_symlink() or not path.parent.is_dir():
+        return False
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime_ns)
+    if not olds:
+        return False
+    with contextlib.suppress(FileNotFoundError, FileExistsError, OSError):
+        os.rename(olds[-1], path)
+        _fsync_dir(path.parent)
+        return True
+    return path.exists()
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `path` in one rename.
+    """Yield a temporary sibling directory; on success it replaces `path` in one step.
 
-    If the body raises, the temporary directory is removed and `path` is left as it was. A crash
-    can at worst leave a hidden `.NAME.tmp-*` or `.NAME.old-*` sibling, never a half-written `path`.
+    If the body raises, the temporary directory is removed and `path` is left as it was. Replacing an
+    existing directory swaps the two in one atomic rename (Linux); elsewhere it takes two renames, and a
+    crash between them is repaired by `recover_directory`, which every reader calls. At no moment is a
+    half-written `path` visible; a crash can leave a hidden `.NAME.tmp-*` or `.NAME.old-*` sibling.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -53,8 +107,13 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if path.exists() and not path.is_symlink() and exchange_paths(tmp, path):
+            _fsync_dir(path.parent)
+            shutil.rmtree(tmp, ignore_errors=True)      # tmp now holds the old copy
+            return
         old = None
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.rmdir(old)
             os.rename(path, old)
@@ -91,6 +150,7 @@ def write_config(directory: str | os.PathLike, cfg: ModelConfig) -> None:
 def read_config(directory: str | os.PathLike) -> ModelConfig:
     """Read and validate `DIR/config.json`; errors name the path and the problem."""
     directory = Path(directory)
+    recover_directory(directory)
     if not directory.exists():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not directory.is_dir():
