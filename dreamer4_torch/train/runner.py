@@ -205,7 +205,12 @@ class Checkpointer:
         state_file = path / STATE_FILE
         if not state_file.is_file():
             raise CheckpointError(f"{state_file} is missing: {path} cannot be resumed")
-        training = torch.load(state_file, map_location="cpu", weights_only=True)
+        try:        # tensors and plain values only: a file carrying code is refused, never run
+            training = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise CheckpointError(f"{state_file} cannot be read as a training state ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'}); it is truncated, "
+                                  "corrupt or holds more than tensors and plain values") from e
         if training["world_size"] != self.world.world_size:
             raise TrainingError(f"--resume: {path} was written by {training['world_size']} processes, this run "
                                 f"has {self.world.world_size}; exact resumption needs the same number")

@@ -25,12 +25,13 @@ episodes already in DST.
 
 Reading .pt files needs PyTorch (an optional dependency of the data layer: shared/ itself never
 imports torch); a clear error says so when it is missing. Only tensors are unpickled
-(torch.load(weights_only=True)) unless --allow-pickle is given.
+(torch.load(weights_only=True)) unless --trust-pickle is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -60,7 +61,8 @@ def load_pt(path: Path, allow_pickle: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
-        hint = "" if allow_pickle else " (if the file holds more than tensors, try --allow-pickle)"
+        hint = "" if allow_pickle else (" (only tensors and plain values are read from upstream files; if this "
+                                        "file is one you trust and it holds other objects, retry with --trust-pickle)")
         raise UpstreamError(f"{path}: cannot be loaded: {error}{hint}") from error
     if not isinstance(obj, dict):
         raise UpstreamError(f"{path}: expected a dict, found {type(obj).__name__}")
@@ -289,14 +291,20 @@ def import_upstream(src, dst, frames_dir=None, tasks=None, size: int | None = No
     source = {"kind": "import_upstream", "src": str(src.resolve()),
               "frames": str(frames_dir.resolve()), "size": side}
     added = 0
-    with DatasetWriter(dst, side, side, source) as writer:
-        if writer.meta["source"].get("kind") != "import_upstream":
-            raise DatasetError(f"{dst}: holds data made by {writer.meta['source'].get('kind')!r}; "
-                               "import into another directory")
-        from tqdm import tqdm
+    created = not Path(dst).exists()
+    try:
+        with DatasetWriter(dst, side, side, source) as writer:
+            if writer.meta["source"].get("kind") != "import_upstream":
+                raise DatasetError(f"{dst}: holds data made by {writer.meta['source'].get('kind')!r}; "
+                                   "import into another directory")
+            from tqdm import tqdm
 
-        for task in tqdm(names, desc="import", unit="task", disable=not sys.stderr.isatty()):
-            added += import_task(task, src, frames_dir, writer, allow_pickle, log=log)
+            for task in tqdm(names, desc="import", unit="task", disable=not sys.stderr.isatty()):
+                added += import_task(task, src, frames_dir, writer, allow_pickle, log=log)
+    except BaseException:
+        if created and added == 0:        # leave no empty data set behind; finished tasks stay (resumable)
+            shutil.rmtree(dst, ignore_errors=True)
+        raise
     from .check import format_task_table
 
     log(f"imported {added} new episode(s)")
@@ -316,11 +324,12 @@ def main(argv=None) -> int:
                         help="'all' or comma-separated task names (default: every task in SRC)")
     parser.add_argument("--size", type=int, default=None,
                         help="frame size to store (default: the shards' size, or 128 for strips)")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="fully unpickle .pt files (only for files you trust)")
+    parser.add_argument("--trust-pickle", "--allow-pickle", dest="trust_pickle", action="store_true",
+                        help="fully unpickle .pt files: this runs whatever code a file carries, so only for "
+                             "files you trust (default: tensors and plain values only)")
     args = parser.parse_args(argv)
     try:
-        import_upstream(args.src, args.dst, args.frames, args.tasks, args.size, args.allow_pickle)
+        import_upstream(args.src, args.dst, args.frames, args.tasks, args.size, args.trust_pickle)
     except (DatasetError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
