@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Sequence, Union
 
 import chex
+import jax
+import jax.numpy as jnp
 
 # A shape entry: an int is the required size; a str (an axis name such as "B") or None is any size.
 Dim = Union[int, str, None]
@@ -48,3 +50,12 @@ def check_dtype(name: str, x: Any, kind: type, what: str = "", hint: str = "") -
         chex.assert_type(x, kind)
     except AssertionError as e:
         raise TypeError(f"{name} must be {what}, got dtype {x.dtype}{hint}") from e
+
+
+def value_range(x) -> tuple[bool, float, float]:
+    """(all finite, min, max) of a concrete array, for shared.values.check_values (NaN bounds when empty);
+    a traced array (under jit) passes as (True, NaN, NaN): its values are not known here."""
+    if isinstance(x, jax.core.Tracer) or x.size == 0:
+        return True, float("nan"), float("nan")
+    x = jnp.asarray(x)
+    return bool(jnp.isfinite(x).all()), float(jnp.min(x)), float(jnp.max(x))

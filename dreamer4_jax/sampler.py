@@ -51,7 +51,9 @@ from shared.sampling import (CONTEXT_MODES, WINDOW_MODES, DenoisingPass, Sampler
                              act_mask_shape, check_noise_shape, check_packed_context, check_rollout_inputs,
                              eval_mode, needs_batch_axis, rollout_frames)
 from shared.shortcut import SAMPLER_MIN_DENOM, SamplerStep
+from shared.values import check_values
 
+from .contracts import value_range
 from .dynamics import Dynamics
 from .layers import LayerKV, StaticMask
 
@@ -170,6 +172,7 @@ class Sampler(SamplerCore):
         check_packed_context(_shape(context) or None, cfg.n_spatial, cfg.d_spatial)
         if not jnp.issubdtype(context.dtype, jnp.floating):
             raise TypeError(f"context must be a float array, got {context.dtype}")
+        check_values("context", *value_range(context))
         context = jnp.asarray(context)
         self.dtype = context.dtype
         return context
@@ -177,6 +180,7 @@ class Sampler(SamplerCore):
     def _as_actions(self, x, shape: tuple, name: str) -> jax.Array:
         if not _is_array(x) or not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"{name} must be a float array of shape {shape}")
+        check_values(name, *value_range(x))      # finite; beyond [-1, 1] the model clamps, as upstream
         x = jnp.asarray(x)
         if needs_batch_axis(tuple(x.shape), shape, name):
             x = jnp.broadcast_to(x, shape)

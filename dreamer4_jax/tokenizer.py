@@ -18,8 +18,9 @@ from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 from shared.patchify import patch_layout
+from shared.values import check_values
 
-from .contracts import check_dtype, check_shape
+from .contracts import check_dtype, check_shape, value_range
 from .init import build_checked
 from .layers import BlockCausalTransformer, Module, add_positions, host_zeros, linear, rng_stream
 
@@ -188,6 +189,7 @@ class Tokenizer(Module):
         unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
         config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
+        check_values("video", *value_range(video), 0.0, 1.0, " (frames are floats in [0, 1])")
         return by_clip(self.config, self.encoder, (self.patchify(jnp.asarray(video)), keep_mask), join_frames)
 
     def decode(self, z: jax.Array) -> jax.Array:
@@ -195,4 +197,5 @@ class Tokenizer(Module):
         config.clip_frames are decoded in chunks of that length (shared.clips)."""
         c = self.config
         check_shape("z", z, ("B", "T", c.n_latents, c.d_bottleneck))
+        check_values("z", *value_range(z))
         return self.unpatchify(by_clip(self.config, self.decoder, (jnp.asarray(z),), join_frames))

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from shared.agent import POLICY_STD_MAX, POLICY_STD_MIN
 from shared.config import DynamicsConfig
 from shared.layout import Modality, dynamics_layout, space_mask
+from shared.values import check_values
 
+from .contracts import value_range
 from .init import build_checked
 from .layers import BlockCausalTransformer, KVCache, RMSNorm, add_positions
 
@@ -116,6 +118,8 @@ class Dynamics(nn.Module):
         if actions is not None and tuple(actions.shape) != (B, T, c.action_dim):
             raise ValueError(f"actions must have shape ({B}, {T}, {c.action_dim}) (zero-padded), "
                              f"got {tuple(actions.shape)}")
+        if actions is not None and actions.device.type == "cpu" and not torch.compiler.is_compiling():
+            check_values("actions", *value_range(actions))      # finite; beyond [-1, 1] is clamped, as upstream
         if act_mask is not None and actions is None:
             raise ValueError("act_mask given without actions")
         if agent_tokens is not None and tuple(agent_tokens.shape) != (B, T, c.n_agent, c.transformer.d_model):

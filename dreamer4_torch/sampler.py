@@ -48,7 +48,9 @@ from shared.sampling import (CONTEXT_MODES, WINDOW_MODES, DenoisingPass, Sampler
                              act_mask_shape, check_noise_shape, check_packed_context, check_rollout_inputs,
                              eval_mode, needs_batch_axis, rollout_frames)
 from shared.shortcut import SAMPLER_MIN_DENOM, SamplerStep
+from shared.values import check_values
 
+from .contracts import value_range
 from .dynamics import Dynamics
 from .prepack import PrepackedLinears
 
@@ -103,12 +105,14 @@ class Sampler(SamplerCore):
         check_packed_context(tuple(context.shape) if is_tensor else None, cfg.n_spatial, cfg.d_spatial)
         if not context.is_floating_point():
             raise TypeError(f"context must be a float tensor, got {context.dtype}")
+        check_values("context", *value_range(context))
         self.device, self.dtype = context.device, context.dtype
         return context
 
     def _as_actions(self, x, shape: tuple, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise TypeError(f"{name} must be a float tensor of shape {shape}")
+        check_values(name, *value_range(x))      # finite; beyond [-1, 1] the model clamps, as upstream
         if needs_batch_axis(tuple(x.shape), shape, name):
             x = x.expand(shape)
         return x.to(device=self.device, dtype=self.dtype)

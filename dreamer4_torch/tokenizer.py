@@ -15,7 +15,9 @@ from shared.clips import by_clip
 from shared.config import TokenizerConfig
 from shared.layout import Modality, space_mask, tokenizer_layout
 from shared.patchify import patch_layout
+from shared.values import check_values
 
+from .contracts import value_range
 from .init import build_checked
 from .layers import BlockCausalTransformer, add_positions
 
@@ -176,6 +178,7 @@ class Tokenizer(nn.Module):
         unless keep_mask is given (encoding is deterministic in eval mode). A clip longer than
         config.clip_frames is encoded in chunks of that length (shared.clips)."""
         check_video(video, self.config)
+        check_values("video", *value_range(video), 0.0, 1.0, " (frames are floats in [0, 1])")
         return by_clip(self.config, self.encoder, (self.patchify(video), keep_mask), join_frames)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -184,4 +187,5 @@ class Tokenizer(nn.Module):
         c = self.config
         if z.dim() != 4 or tuple(z.shape[2:]) != (c.n_latents, c.d_bottleneck):
             raise ValueError(f"z must have shape (B, T, {c.n_latents}, {c.d_bottleneck}), got {tuple(z.shape)}")
+        check_values("z", *value_range(z))
         return self.unpatchify(by_clip(self.config, self.decoder, (z,), join_frames))
