@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-fps", type=float, default=20.0, help="frame-rate cap in play mode (default: 20; "
                     "0 = as fast as the model runs)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    ap.add_argument("--max-sessions", type=int, default=32,
+                    help="sessions kept at once (browser tabs and API clients); beyond it the least recently used "
+                         "is closed (default: 32)")
     return ap.parse_args(argv)
 
 
@@ -107,8 +110,8 @@ def prepare(args):
     """Load everything the app needs; every problem surfaces as a StartupError before serving."""
     from .backend import StartupError, load_backend
     from .data import DatasetSource, NoDataSource
-    if args.steps < 1 or args.context < 1 or args.start_frames < 1:
-        raise StartupError("--steps, --context and --start-frames must be >= 1")
+    if args.steps < 1 or args.context < 1 or args.start_frames < 1 or args.max_sessions < 1:
+        raise StartupError("--steps, --context, --start-frames and --max-sessions must be >= 1")
     tok, dyn = checkpoint_paths(args)
     if args.threads:
         import torch
@@ -138,7 +141,8 @@ def main(argv=None) -> int:
         return 2
     from .app import AppOptions, build_app, launch
     options = AppOptions(task=args.task, n_steps=args.steps, context_length=min(args.context, 64), smoothing=args.smoothing,
-                         start_frames=args.start_frames, max_fps=args.max_fps, seed=args.seed)
+                         start_frames=args.start_frames, max_fps=args.max_fps, seed=args.seed,
+                         session_capacity=args.max_sessions)
     app = build_app(model, source, options)
     print(model.describe(), flush=True)
     print(source.describe(), flush=True)

@@ -1,17 +1,15 @@
 """Helpers for the demo tests: tiny random checkpoints, a small in-memory data set, a demo server."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from demo.backend import randomize_for_display
+from demo.process import DemoServer, free_port  # noqa: F401 - the tests' server helper lives with the demo
 from dreamer4_torch import Dynamics, Tokenizer, save_model
 from shared.recipes import get_preset
 
@@ -54,54 +52,8 @@ def make_dataset(directory: Path, size: int = 16, lengths=(12, 10, 9, 11), seed:
     return str(path)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_demo(*args, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run `python -m demo ARGS` to completion (for start-up errors)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "demo", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env)
-
-
-class DemoServer:
-    """`python -m demo ARGS --port P` in a subprocess, up once its page answers."""
-
-    def __init__(self, *args, startup_timeout: float = 120.0):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"demo-server-{self.port}.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "demo", *map(str, args), "--host", "127.0.0.1",
-                                      "--port", str(self.port)], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + startup_timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the demo exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"the demo did not answer within {startup_timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()

@@ -17,14 +17,15 @@ from dreamer4_torch.prepack import available as prepack_available
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # The benchmarks and nothing else (RESULTS.md holds their tables): a new file here must be one of them.
-NAMES = ["collect_all_tasks", "data_speed", "frame_linears", "model_speed", "sampler_speed", "train_speed"]
+NAMES = ["collect_all_tasks", "data_speed", "demo_load", "frame_linears", "model_speed", "sampler_speed",
+         "train_speed"]
 
 
 def table_rows(text: str) -> list[list[str]]:
     """Data rows of the markdown tables in text (header and separator rows dropped)."""
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
     return [[c.strip() for c in r] for r in rows if not set(r[0].strip()) <= {"-"} and r[0].strip() not in
-            ("preset", "backend")]
+            ("preset", "backend", "sessions")]
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +75,21 @@ def test_collect_all_tasks_table(capsys):
     build_s, rate, cpu_rate, mean, low, high = (float(v) for v in rows[1][1:7])
     assert build_s > 0 and rate > 0 and cpu_rate > 0 and low <= mean <= high
     assert "1 episodes, 501 frames, check: OK" in out
+
+
+def test_demo_load_with_more_sessions_than_the_limit(tmp_path, capsys):
+    """Six clients against a limit of four: the oldest sessions are evicted while they step, and no call fails."""
+    pytest.importorskip("gradio_client")
+    from benchmarks import demo_load
+    out = tmp_path / "load.json"
+    assert demo_load.main(["--sessions", "6", "--max-sessions", "4", "--seconds", "4", "--random-weights", "tiny",
+                           "--json", str(out)]) == 0
+    import json
+    result = json.loads(out.read_text())
+    assert result["errors"] == 0 and result["server_alive"] and result["fps_min"] > 0, result
+    assert result["rss_peak_mib"] >= result["rss_start_mib"] > 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[-1][0] == "6" and rows[-1][3] == "0", rows
 
 
 def test_benchmarks_holds_only_benchmarks():
