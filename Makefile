@@ -27,12 +27,14 @@ agent: $(STAMP)
 	$(BIN)/python -m quickstart --agent-data --no-demo $(WM_ARGS)
 	$(BIN)/python -m quickstart.agent $(ARGS)
 
+# Two pytest-xdist workers (one torch thread each) by default: TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 # Everything but the tests marked slow (the long end-to-end runs; CI still runs them in `make test`).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 parity: $(STAMP)
 	$(BIN)/python -m pytest -q parity_tests

@@ -20,6 +20,26 @@ from . import helpers  # noqa: E402
 def pytest_configure(config):
     env = os.environ.get("PARITY_SEED")
     helpers.SEED = int(env) if env else secrets.randbelow(2**31)
+    # pytest-xdist workers start after this and inherit the environment: one seed for the whole run
+    os.environ["PARITY_SEED"] = str(helpers.SEED)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Carry the errors this test measured in its report (from an xdist worker to the main process too)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and helpers.MEASURED:
+        report.user_properties.append(("parity", list(helpers.MEASURED)))
+    if report.when == "teardown":
+        helpers.MEASURED.clear()
+
+
+def pytest_runtest_logreport(report):
+    for key, measured in report.user_properties:
+        if key == "parity":
+            for group, direction, error, tensor in measured:
+                helpers.record(group, direction, error, tensor)
 
 
 def pytest_report_header(config):

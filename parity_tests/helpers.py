@@ -32,6 +32,16 @@ DIRECTIONS = ("torch->jax", "jax->torch")
 SEED: int = 0
 # group -> direction -> (worst relative error, tensor name); printed at the end of the session.
 RESULTS: dict[str, dict[str, tuple[float, str]]] = {}
+# (group, direction, error, tensor) measured by the running test; conftest.py attaches them to the test's
+# report, so that the summary also covers tests run in pytest-xdist workers.
+MEASURED: list[tuple[str, str, float, str]] = []
+
+
+def record(group: str, direction: str, error: float, tensor: str) -> None:
+    """Keep the worst error seen for (group, direction)."""
+    prev = RESULTS.setdefault(group, {}).get(direction)
+    if prev is None or error > prev[0]:
+        RESULTS[group][direction] = (error, tensor)
 
 
 def derive_seed(*parts) -> int:
@@ -67,9 +77,7 @@ def compare(group: str, direction: str, pairs: Mapping[str, tuple], tol: float) 
         f"{group} [{direction}]: JAX (tree 0) vs torch (tree 1); seed {SEED}; rerun with PARITY_SEED={SEED}"))
     errs = {name: rel_err(jax_side[name], torch_side[name]) for name in pairs}
     worst = max(errs, key=errs.get)
-    prev = RESULTS.setdefault(group, {}).get(direction)
-    if prev is None or errs[worst] > prev[0]:
-        RESULTS[group][direction] = (errs[worst], worst)
+    MEASURED.append((group, direction, errs[worst], worst))
     assert errs[worst] <= tol, (
         f"{group} [{direction}]: worst tensor {worst}: relative error {errs[worst]:.3e} > {tol:.0e} "
         f"({len(errs)} tensors compared; seed {SEED}; rerun with PARITY_SEED={SEED})")

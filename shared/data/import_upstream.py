@@ -77,7 +77,8 @@ def resize_like_upstream(frames: np.ndarray, size: int) -> np.ndarray:
 
     Float32 throughout, in torch's CPU kernel's order: along the width first, then the height,
     each as the fused multiply-add fma(x0, w0, x1 * w1) (emulated in float64, exact for these
-    products); this reproduces torch's output bit for bit."""
+    products); this reproduces torch's multi-threaded output bit for bit (on one thread torch's kernel
+    rounds a few values differently, by one level)."""
     x = frames.astype(np.float32) / np.float32(255.0)
     for axis in (3, 2):
         n_in = x.shape[axis]

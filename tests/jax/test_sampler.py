@@ -89,7 +89,8 @@ def upstream_reference(dyn, ctx, actions, act_mask, H, K, C, noise):
 
 # --------------------------------------------------------------------------- upstream semantics
 
-@pytest.mark.parametrize("K,C,with_actions", [(2, 24, True), (4, 4, True), (1, 2, False), (8, 3, True)])
+# A window longer than the rollout (C = None or 24) is covered by the cache tests below and by torch's test
+@pytest.mark.parametrize("K,C,with_actions", [(4, 4, True), (1, 2, False), (8, 3, True)])
 def test_uncached_sampler_is_upstreams_loop(K, C, with_actions):
     dyn = make_dynamics()
     ctx, actions, noise = inputs(dyn, H=7)
@@ -249,15 +250,16 @@ def test_cache_parity_tiny_without_actions(K, mode, C):
     assert parity(make_dynamics(), K=K, C=C, mode=mode, with_actions=False) <= TOL
 
 
-@pytest.mark.parametrize("K,mode,C", [(1, "upstream", 3), (2, "noised", 5), (8, "noised", None)])
+# The JAX sampler at dmc64 (packing 4): two settings; the full matrix runs at tiny here and at dmc64 in
+# torch's tests, and parity_tests/test_sampler.py holds JAX to torch at dmc64
+@pytest.mark.parametrize("K,mode,C", [(1, "upstream", 3), (2, "noised", 5)])
 def test_cache_parity_dmc64(K, mode, C):
     assert parity(make_dynamics("dmc64"), K=K, C=C, mode=mode, with_actions=True, B=1, H=6) <= TOL
 
 
-@pytest.mark.parametrize("K,mode,C,window_mode", [(4, "upstream", 4, "slide"), (2, "noised", None, "slide"),
-                                                  (8, "noised", 3, "slide"),
-                                                  (4, "upstream", 4, "roll"), (8, "noised", 3, "roll"),
-                                                  (1, "upstream", 2, "roll"), (2, "noised", None, "roll")])
+@pytest.mark.parametrize("K,mode,C,window_mode", [(4, "upstream", 4, "slide"), (8, "noised", 3, "slide"),
+                                                  (4, "upstream", 4, "roll"), (1, "upstream", 2, "roll"),
+                                                  (2, "noised", None, "roll")])
 def test_cache_parity_paper_features(K, mode, C, window_mode):
     dyn = make_dynamics(**PAPER_TF)
     assert parity(dyn, K=K, C=C, mode=mode, with_actions=True, window_mode=window_mode) <= TOL
