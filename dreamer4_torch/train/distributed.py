@@ -107,6 +107,18 @@ def replica_digests(model: nn.Module, world: World) -> list[str]:
     return out
 
 
+def differing_parameters(model: nn.Module, world: World) -> list[str]:
+    """The names of the parameters whose bytes differ between ranks (DDP's `module.` prefix removed)."""
+    import hashlib
+    mine = {name.removeprefix("module."): hashlib.sha256(p.detach().to("cpu").contiguous().numpy().tobytes()).hexdigest()
+            for name, p in model.named_parameters()}
+    if not world.distributed:
+        return []
+    out = [None] * world.world_size
+    dist.all_gather_object(out, mine)
+    return [name for name in mine if len({o.get(name) for o in out}) > 1]
+
+
 def broadcast_object(obj, world: World):
     if not world.distributed:
         return obj

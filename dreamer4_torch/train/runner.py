@@ -158,8 +158,11 @@ class Checkpointer:
             # DDP replicas must be bit-identical; upstream's dynamics trainer silently let them drift.
             digests = D.replica_digests(model, self.world)
             if len(set(digests)) != 1:
-                raise TrainingError(f"parameters differ across ranks at step {step} ({digests}): gradients "
-                                    "were not averaged; refusing to save")
+                names = D.differing_parameters(model, self.world)
+                shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+                raise TrainingError(f"parameters differ across ranks at step {step}: {shown} (replica digests "
+                                    f"{', '.join(d[:12] for d in digests)}); the replicas drifted apart, so the "
+                                    "gradients were not averaged; refusing to save")
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(model, options=opts)
         optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
